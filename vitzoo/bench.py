@@ -1,0 +1,269 @@
+"""Throughput and peak memory of mixers and models over a range of token counts or resolutions.
+
+Memory is measured where it is allocated: on CUDA with the caching allocator's peak counter, on the
+CPU as the growth of the process's resident-set high-water mark (``VmHWM``, reset through
+``/proc/self/clear_refs``) with glibc told to serve large blocks by ``mmap`` so freed memory is
+returned and the next allocation shows up again. CPU figures therefore include allocator overhead.
+"""
+
+from __future__ import annotations
+
+import csv
+import ctypes
+import gc
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+import torch
+
+__all__ = ["BenchResult", "PeakMemory", "bench_mixer", "bench_model", "grid_for_tokens", "write_csv", "plot_results"]
+
+
+@dataclass
+class BenchResult:
+    """One measured point. ``ms`` is the median time of one forward (or forward+backward) call."""
+
+    target: str
+    kind: str
+    size: str
+    tokens: int
+    batch: int
+    ms: float
+    items_per_s: float
+    peak_mem_mb: float
+    device: str
+    dtype: str
+    status: str = "ok"
+
+
+class PeakMemory:
+    """Context manager: ``.peak_mb`` is the memory the block needed above what was in use before it."""
+
+    def __init__(self, device: torch.device):
+        self.device = torch.device(device)
+        self.peak_mb = float("nan")
+
+    @staticmethod
+    def _rss_kb(field_name: str) -> int:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1])
+        raise RuntimeError(f"{field_name} not in /proc/self/status")
+
+    def __enter__(self) -> "PeakMemory":
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+        else:
+            _prefer_mmap()
+            with open("/proc/self/clear_refs", "w") as refs:
+                refs.write("5")
+            self._base = self._rss_kb("VmRSS") * 1024
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            peak = self._rss_kb("VmHWM") * 1024
+        self.peak_mb = max(peak - self._base, 0) / 2 ** 20
+
+
+_MMAP_SET = False
+
+
+def _prefer_mmap() -> None:
+    """Fix glibc's mmap threshold at 128 KiB (M_MMAP_THRESHOLD = -3) so big tensors go back to the OS on free."""
+    global _MMAP_SET
+    if not _MMAP_SET:
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+            libc.mallopt(-3, 128 * 1024)
+            libc.malloc_trim(0)
+        except OSError:
+            pass
+        _MMAP_SET = True
+
+
+def grid_for_tokens(tokens: int) -> tuple[int, int]:
+    """The most nearly square (H, W) with H·W = tokens and H <= W."""
+    height = int(math.isqrt(tokens))
+    while tokens % height:
+        height -= 1
+    return height, tokens // height
+
+
+def _time_call(fn: Callable[[], Any], device: torch.device, *, min_iters: int, max_seconds: float) -> float:
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    times: list[float] = []
+    start = time.perf_counter()
+    # at least one timed call; stop after min_iters calls or once the time budget is spent
+    while not times or (len(times) < min_iters and time.perf_counter() - start < max_seconds):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2] * 1000
+
+
+def _measure(fn: Callable[[], Any], device: torch.device, min_iters: int, max_seconds: float) -> tuple[float, float]:
+    fn()  # warm-up: lazy initialisation and kernel selection are not part of the measurement
+    with PeakMemory(device) as mem:
+        fn()
+    ms = _time_call(fn, device, min_iters=min_iters, max_seconds=max_seconds)
+    return ms, mem.peak_mb
+
+
+def _run_point(fn, device, min_iters, max_seconds) -> tuple[float, float, str]:
+    try:
+        ms, mem = _measure(fn, device, min_iters, max_seconds)
+        return ms, mem, "ok"
+    except torch.OutOfMemoryError:
+        return float("nan"), float("nan"), "oom"
+    finally:
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def bench_mixer(
+        name: str,
+        token_counts: Sequence[int],
+        *,
+        dim: int = 64,
+        num_heads: int = 4,
+        batch: int = 1,
+        device: str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        backward: bool = False,
+        mixer_kwargs: Optional[dict] = None,
+        min_iters: int = 3,
+        max_seconds: float = 5.0,
+        progress: Optional[Callable[[str], None]] = None,
+) -> list[BenchResult]:
+    """Time one mixer on near-square maps of each token count."""
+    from .mixers import create_mixer
+
+    dev = torch.device(device)
+    mixer = create_mixer(name, dim, num_heads, **(mixer_kwargs or {})).to(dev, dtype)
+    results = []
+    for tokens in token_counts:
+        size = grid_for_tokens(tokens)
+        x = torch.randn(batch, tokens, dim, device=dev, dtype=dtype, requires_grad=backward)
+
+        def step():
+            if backward:
+                mixer(x, size).float().square().mean().backward()
+            else:
+                with torch.no_grad():
+                    mixer(x, size)
+
+        ms, mem, status = _run_point(step, dev, min_iters, max_seconds)
+        results.append(BenchResult(name, "mixer", f"{size[0]}x{size[1]}", tokens, batch, ms,
+                                   batch * tokens / ms * 1000 if ms == ms else float("nan"),
+                                   mem, str(dev), str(dtype).replace("torch.", ""), status))
+        if progress:
+            progress(f"{name} N={tokens}: {ms:.2f} ms, {mem:.1f} MB")
+        del x
+    return results
+
+
+def bench_model(
+        name: str,
+        img_sizes: Sequence[int],
+        *,
+        batch: int = 1,
+        device: str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        model_kwargs: Optional[dict] = None,
+        label: Optional[str] = None,
+        min_iters: int = 3,
+        max_seconds: float = 5.0,
+        progress: Optional[Callable[[str], None]] = None,
+) -> list[BenchResult]:
+    """Time inference of a registered model at square input sizes; ``items_per_s`` is images/s."""
+    from .models._registry import check_model_name
+    import timm
+
+    check_model_name(name)
+    dev = torch.device(device)
+    model = timm.create_model(name, **(model_kwargs or {})).to(dev, dtype).eval()
+    results = []
+    for img in img_sizes:
+        x = torch.randn(batch, model.in_chans if hasattr(model, "in_chans") else 3, img, img, device=dev, dtype=dtype)
+
+        def step():
+            with torch.no_grad():
+                model(x)
+
+        ms, mem, status = _run_point(step, dev, min_iters, max_seconds)
+        results.append(BenchResult(label or name, "model", f"{img}x{img}", img * img, batch, ms,
+                                   batch / ms * 1000 if ms == ms else float("nan"),
+                                   mem, str(dev), str(dtype).replace("torch.", ""), status))
+        if progress:
+            progress(f"{label or name} {img}px: {ms:.1f} ms, {mem:.1f} MB")
+    return results
+
+
+def write_csv(results: Iterable[BenchResult], path: str | Path) -> Path:
+    """Write results as CSV (one row per point, columns = :class:`BenchResult` fields)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[f.name for f in fields(BenchResult)])
+        writer.writeheader()
+        for result in results:
+            writer.writerow(asdict(result))
+    return path
+
+
+def markdown_table(results: Iterable[BenchResult]) -> str:
+    """Results as a markdown table (time, throughput, peak memory)."""
+    lines = ["| target | size | tokens | batch | ms | items/s | peak MB | device |", "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r.target} | {r.size} | {r.tokens} | {r.batch} | {r.ms:.2f} | {r.items_per_s:.1f} | "
+                     f"{r.peak_mem_mb:.1f} | {r.device} |" if r.status == "ok" else
+                     f"| {r.target} | {r.size} | {r.tokens} | {r.batch} | {r.status} | | | {r.device} |")
+    return "\n".join(lines)
+
+
+def plot_results(results: Sequence[BenchResult], path: str | Path, *, title: str = "") -> Path:
+    """Log-log plot of time and peak memory against tokens, one line per target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, (ax_time, ax_mem) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for target in dict.fromkeys(r.target for r in results):
+        points = [r for r in results if r.target == target and r.status == "ok"]
+        xs = [r.tokens for r in points]
+        ax_time.plot(xs, [r.ms for r in points], marker="o", label=target)
+        ax_mem.plot(xs, [max(r.peak_mem_mb, 1e-3) for r in points], marker="o", label=target)
+    xlabel = "tokens (H·W)" if results and results[0].kind == "mixer" else "input pixels (H·W)"
+    for ax, ylabel in ((ax_time, "time per call (ms)"), (ax_mem, "peak memory (MB)")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    device = results[0].device if results else ""
+    fig.suptitle(title or f"vitzoo bench ({device})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

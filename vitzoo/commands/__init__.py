@@ -1,0 +1,1 @@
+"""Subcommands of the ``vitzoo`` command, one module each (see :mod:`vitzoo.cli`)."""

@@ -1,0 +1,94 @@
+"""``vitzoo bench``: time and peak memory of mixers over token counts or models over resolutions.
+
+    vitzoo bench --mixer linear softmax --dim 64 --heads 4 --tokens 1024 4096 16384 65536
+    vitzoo bench --model vzvit_small:mixer=linear vzvit_small:mixer=softmax --img-size 224 512 1024
+
+Writes ``<out>/<name>.csv`` and ``<out>/<name>.png`` and prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+HELP = "benchmark mixers (over token counts) or models (over input sizes); CSV + PNG"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--mixer", nargs="+", help="mixer names, each optionally NAME:key=value,...")
+    target.add_argument("--model", nargs="+", help="model names, each optionally NAME:key=value,...")
+    parser.add_argument("--tokens", type=int, nargs="+", default=[1024, 4096, 16384], help="token counts (mixers)")
+    parser.add_argument("--img-size", type=int, nargs="+", default=[224, 512], help="square input sizes (models)")
+    parser.add_argument("--dim", type=int, default=64, help="mixer width")
+    parser.add_argument("--heads", type=int, default=4, help="mixer heads")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--backward", action="store_true", help="time forward+backward (mixers)")
+    parser.add_argument("--iters", type=int, default=3, help="timed calls per point (fewer when slow)")
+    parser.add_argument("--max-seconds", type=float, default=10.0, help="time budget per point")
+    parser.add_argument("--out", default="bench", help="output folder")
+    parser.add_argument("--name", default=None, help="file stem (default: from the targets)")
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def parse_target(spec: str) -> tuple[str, dict]:
+    """``"vzvit_small:mixer=linear,depth=2"`` -> ``("vzvit_small", {"mixer": "linear", "depth": 2})``."""
+    name, _, rest = spec.partition(":")
+    kwargs = {}
+    for item in filter(None, rest.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"expected key=value in {spec!r}, got {item!r}")
+        try:
+            kwargs[key] = json.loads(value)
+        except json.JSONDecodeError:
+            kwargs[key] = value
+    return name, kwargs
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from vitzoo.bench import bench_mixer, bench_model, markdown_table, plot_results, write_csv
+
+    dtype = getattr(torch, args.dtype)
+    specs = args.mixer or args.model
+    points = len(specs) * (len(args.tokens) if args.mixer else len(args.img_size))
+    results = []
+    with tqdm(total=points, desc="bench", unit="point") as bar:
+        def progress(message: str) -> None:
+            bar.set_postfix_str(message)
+            bar.update()
+
+        for spec in specs:
+            name, kwargs = parse_target(spec)
+            if args.mixer:
+                results += bench_mixer(name, args.tokens, dim=args.dim, num_heads=args.heads, batch=args.batch,
+                                       device=args.device, dtype=dtype, backward=args.backward, mixer_kwargs=kwargs,
+                                       min_iters=args.iters, max_seconds=args.max_seconds, progress=progress)
+                results[-len(args.tokens):] = [_label(r, spec) for r in results[-len(args.tokens):]]
+            else:
+                results += bench_model(name, args.img_size, batch=args.batch, device=args.device, dtype=dtype,
+                                       model_kwargs=kwargs, label=spec, min_iters=args.iters,
+                                       max_seconds=args.max_seconds, progress=progress)
+    stem = args.name or "_".join(parse_target(s)[0] for s in specs)
+    out = Path(args.out)
+    csv_path = write_csv(results, out / f"{stem}.csv")
+    png_path = plot_results(results, out / f"{stem}.png")
+    print(markdown_table(results))
+    print(f"\nwrote {csv_path} and {png_path}")
+    return 0
+
+
+def _label(result, spec: str):
+    result.target = spec
+    return result

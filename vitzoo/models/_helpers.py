@@ -1,0 +1,22 @@
+"""Input checks shared by the backbones: bad images fail with a message naming what was expected."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["check_image_input"]
+
+
+def check_image_input(x: torch.Tensor, in_chans: int, *, multiple_of: int = 1, min_size: int = 1,
+                      model: str = "model") -> tuple[int, int]:
+    """Return (H, W) of an NCHW batch, or raise ``ValueError`` naming the expected layout."""
+    if x.dim() != 4:
+        raise ValueError(f"{model} expects images [B, {in_chans}, H, W], got a tensor of shape {tuple(x.shape)}")
+    if x.shape[1] != in_chans:
+        raise ValueError(f"{model} expects {in_chans} input channels, got {x.shape[1]} (shape {tuple(x.shape)})")
+    height, width = x.shape[-2:]
+    if height < min_size or width < min_size:
+        raise ValueError(f"{model} needs inputs of at least {min_size}x{min_size}, got {height}x{width}")
+    if height % multiple_of or width % multiple_of:
+        raise ValueError(f"{model} needs height and width divisible by {multiple_of}, got {height}x{width}")
+    return height, width

@@ -1,0 +1,34 @@
+"""Numerics shared by the mixers. Each op has a naive reference and a fast form with one signature.
+
+``set_backend("naive")`` (or ``VITZOO_OPS=naive``) routes every fast op to its reference.
+"""
+
+from ._backend import get_backend, set_backend
+from .feature_maps import FEATURE_MAPS, get_feature_map
+from .linear_attention import linear_attention, linear_attention_naive
+from .softmax_attention import softmax_attention, softmax_attention_naive
+from .window_attention import (
+    relative_position_index,
+    shifted_window_mask,
+    window_attention,
+    window_attention_naive,
+    window_partition,
+    window_reverse,
+)
+
+__all__ = [
+    "FEATURE_MAPS",
+    "get_backend",
+    "get_feature_map",
+    "linear_attention",
+    "linear_attention_naive",
+    "relative_position_index",
+    "set_backend",
+    "shifted_window_mask",
+    "softmax_attention",
+    "softmax_attention_naive",
+    "window_attention",
+    "window_attention_naive",
+    "window_partition",
+    "window_reverse",
+]
