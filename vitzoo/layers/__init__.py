@@ -3,6 +3,7 @@
 timm.layers is used wherever it already has the piece; what lives here is what it lacks.
 """
 
+from .conv import DepthwiseConv2d
 from .drop import drop_path_rates
 
-__all__ = ["drop_path_rates"]
+__all__ = ["DepthwiseConv2d", "drop_path_rates"]
