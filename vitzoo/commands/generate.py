@@ -1,0 +1,45 @@
+"""``vitzoo generate --pipeline NAME ...``: images from a vitzoo diffusion pipeline.
+
+The flags every pipeline shares are defined here; each pipeline (``vitzoo/diffusion/cli/<name>.py``)
+adds its own flags in a group and runs the generation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+
+HELP = "generate images with a vitzoo diffusion pipeline (--pipeline NAME)"
+
+
+def pipelines() -> dict[str, object]:
+    """The pipeline CLI modules by name."""
+    from vitzoo.diffusion import cli
+
+    return {info.name: importlib.import_module(f"{cli.__name__}.{info.name}")
+            for info in pkgutil.iter_modules(cli.__path__) if not info.name.startswith("_")}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    found = pipelines()
+    parser.add_argument("--pipeline", required=True, choices=sorted(found) or None,
+                        help="; ".join(f"{n}: {m.HELP}" for n, m in sorted(found.items())))
+    parser.add_argument("--model", default=None, help="pipeline directory (save_pretrained) or checkpoint")
+    parser.add_argument("--prompt", default=None, help="text prompt (text-to-image pipelines)")
+    parser.add_argument("--negative-prompt", default=None)
+    parser.add_argument("--height", type=int, default=None)
+    parser.add_argument("--width", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps")
+    parser.add_argument("--guidance-scale", type=float, default=None)
+    parser.add_argument("--scheduler", default=None, help="diffusers scheduler class name, e.g. DPMSolverMultistepScheduler")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--output", default="generated.png", help="output image path")
+    for name, module in sorted(found.items()):
+        module.add_arguments(parser.add_argument_group(f"--pipeline {name}"))
+
+
+def run(args: argparse.Namespace) -> int:
+    return pipelines()[args.pipeline].run(args)
