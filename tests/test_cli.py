@@ -76,3 +76,24 @@ def test_console_script_installed():
 def test_tools_are_thin_wrappers(tool):
     text = (ROOT / "tools" / tool).read_text()
     assert "from vitzoo.cli import main" in text and len(text.splitlines()) <= 10
+
+
+def test_bench_denoiser_registry(tmp_path, capsys):
+    from torch import nn
+
+    from vitzoo.diffusion.benchmarks import DenoiserBench, register_denoiser
+
+    @register_denoiser("test_conv")
+    def _factory(width: int = 4):
+        import torch
+
+        return DenoiserBench(nn.Conv2d(3, width, 3, padding=1),
+                             lambda res, batch, device, dtype: {"input": torch.randn(batch, 3, res // 8, res // 8)},
+                             lambda res: (res // 8) ** 2)
+
+    assert main(["bench", "--denoiser", "test_conv:width=2", "--img-size", "64", "128", "--out", str(tmp_path),
+                 "--name", "d", "--max-seconds", "0.1", "--device", "cpu"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "d.csv")))
+    assert [int(r["tokens"]) for r in rows] == [64, 256] and rows[0]["target"] == "test_conv:width=2"
+    assert main(["bench", "--denoiser", "nope", "--out", str(tmp_path)]) == 2
+    assert "unknown denoiser" in capsys.readouterr().err

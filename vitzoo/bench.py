@@ -19,7 +19,10 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 import torch
 
-__all__ = ["BenchResult", "PeakMemory", "bench_mixer", "bench_model", "grid_for_tokens", "write_csv", "plot_results"]
+__all__ = [
+    "BenchResult", "PeakMemory", "bench_denoiser", "bench_mixer", "bench_model", "grid_for_tokens", "write_csv",
+    "plot_results",
+]
 
 
 @dataclass
@@ -216,6 +219,43 @@ def bench_model(
     return results
 
 
+def bench_denoiser(
+        name: str,
+        resolutions: Sequence[int],
+        *,
+        batch: int = 1,
+        device: str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        denoiser_kwargs: Optional[dict] = None,
+        label: Optional[str] = None,
+        min_iters: int = 3,
+        max_seconds: float = 5.0,
+        progress: Optional[Callable[[str], None]] = None,
+) -> list[BenchResult]:
+    """Time one denoising step of a registered denoiser (``vitzoo.diffusion.benchmarks``) at image resolutions."""
+    from .diffusion.benchmarks import get_denoiser
+
+    dev = torch.device(device)
+    bench = get_denoiser(name, **(denoiser_kwargs or {}))
+    module = bench.module.to(dev, dtype).eval()
+    results = []
+    for resolution in resolutions:
+        inputs = bench.make_inputs(resolution, batch, dev, dtype)
+
+        def step():
+            with torch.no_grad():
+                module(**inputs)
+
+        ms, mem, status = _run_point(step, dev, min_iters, max_seconds)
+        results.append(BenchResult(label or name, "denoiser", f"{resolution}x{resolution}", bench.tokens(resolution),
+                                   batch, ms, batch / ms * 1000 if ms == ms else float("nan"), mem, str(dev),
+                                   str(dtype).replace("torch.", ""), status))
+        if progress:
+            progress(f"{label or name} {resolution}px: {ms:.1f} ms, {mem:.1f} MB")
+        del inputs
+    return results
+
+
 def write_csv(results: Iterable[BenchResult], path: str | Path) -> Path:
     """Write results as CSV (one row per point, columns = :class:`BenchResult` fields)."""
     path = Path(path)
@@ -253,7 +293,7 @@ def plot_results(results: Sequence[BenchResult], path: str | Path, *, title: str
         xs = [r.tokens for r in points]
         ax_time.plot(xs, [r.ms for r in points], marker="o", label=target)
         ax_mem.plot(xs, [max(r.peak_mem_mb, 1e-3) for r in points], marker="o", label=target)
-    xlabel = "tokens (H·W)" if results and results[0].kind == "mixer" else "input pixels (H·W)"
+    xlabel = {"mixer": "tokens (H·W)", "denoiser": "attention tokens"}.get(results[0].kind if results else "", "input pixels (H·W)")
     for ax, ylabel in ((ax_time, "time per call (ms)"), (ax_mem, "peak memory (MB)")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")

@@ -19,8 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--mixer", nargs="+", help="mixer names, each optionally NAME:key=value,...")
     target.add_argument("--model", nargs="+", help="model names, each optionally NAME:key=value,...")
+    target.add_argument("--denoiser", nargs="+", help="diffusion denoisers (vitzoo.diffusion.benchmarks), NAME:key=value,...")
     parser.add_argument("--tokens", type=int, nargs="+", default=[1024, 4096, 16384], help="token counts (mixers)")
-    parser.add_argument("--img-size", type=int, nargs="+", default=[224, 512], help="square input sizes (models)")
+    parser.add_argument("--img-size", type=int, nargs="+", default=[224, 512], help="square input sizes (models, denoisers)")
     parser.add_argument("--dim", type=int, default=64, help="mixer width")
     parser.add_argument("--heads", type=int, default=4, help="mixer heads")
     parser.add_argument("--batch", type=int, default=1)
@@ -58,10 +59,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from vitzoo.bench import bench_mixer, bench_model, markdown_table, plot_results, write_csv
+    from vitzoo.bench import bench_denoiser, bench_mixer, bench_model, markdown_table, plot_results, write_csv
 
     dtype = getattr(torch, args.dtype)
-    specs = args.mixer or args.model
+    specs = args.mixer or args.model or args.denoiser
     points = len(specs) * (len(args.tokens) if args.mixer else len(args.img_size))
     results = []
     with tqdm(total=points, desc="bench", unit="point") as bar:
@@ -76,6 +77,10 @@ def run(args: argparse.Namespace) -> int:
                                        device=args.device, dtype=dtype, backward=args.backward, mixer_kwargs=kwargs,
                                        min_iters=args.iters, max_seconds=args.max_seconds, progress=progress)
                 results[-len(args.tokens):] = [_label(r, spec) for r in results[-len(args.tokens):]]
+            elif args.denoiser:
+                results += bench_denoiser(name, args.img_size, batch=args.batch, device=args.device, dtype=dtype,
+                                          denoiser_kwargs=kwargs, label=spec, min_iters=args.iters,
+                                          max_seconds=args.max_seconds, progress=progress)
             else:
                 results += bench_model(name, args.img_size, batch=args.batch, device=args.device, dtype=dtype,
                                        model_kwargs=kwargs, label=spec, min_iters=args.iters,
