@@ -19,6 +19,9 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from diffusers.configuration_utils import register_to_config
+# DiffusionPipeline.from_pretrained finds a custom component's loader by looking its base class up in the
+# component's module, so ModelMixin must be a name here
+from diffusers.models.modeling_utils import ModelMixin  # noqa: F401
 
 from .benchmarks import DenoiserBench, register_denoiser
 from .dit import DIT_VARIANTS, VzDiTTransformer2DModel, _denoiser_bench
