@@ -141,8 +141,17 @@ def test_guidance_on_all_channels_is_offered():
     # the official variant leaves the fourth ε channel unguided
     official = model.forward_with_cfg(io["in.cfg_x"], io["in.cfg_t"], io["in.cfg_y"], 1.5)
     torch.testing.assert_close(official[:, 3], raw[:, 3])
-    with pytest.raises(ValueError, match="guidance_channels=3 does not fit in_channels=1"):
-        LiTTransformer2DModel(in_channels=1, hidden_size=32, depth=1, num_heads=2, sample_size=4)
+    # a one-channel model guides its one ε channel and never the variance channel
+    gray = LiTTransformer2DModel(in_channels=1, hidden_size=32, depth=1, num_heads=2, sample_size=4, num_classes=3)
+    torch.nn.init.normal_(gray.final_layer.linear.weight)
+    torch.nn.init.normal_(gray.final_layer.adaLN_modulation[1].weight)
+    x, t, y = torch.randn(4, 1, 4, 4), torch.tensor([5] * 4), torch.tensor([0, 1, 3, 3])
+    raw = gray(torch.cat([x[:2]] * 2), t, y).sample
+    guided = gray.forward_with_cfg(x, t, y, 2.0)
+    torch.testing.assert_close(guided[:2, :1], raw[2:, :1] + 2.0 * (raw[:2, :1] - raw[2:, :1]))
+    torch.testing.assert_close(guided[:, 1:], raw[:, 1:])
+    with pytest.raises(ValueError, match="positive count"):
+        LiTTransformer2DModel(guidance_channels=0, hidden_size=32, depth=1, num_heads=2, sample_size=4)
 
 
 def test_embeddings_follow_the_official_formulas():

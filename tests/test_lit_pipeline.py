@@ -126,7 +126,7 @@ def test_bad_inputs_are_named(pipe):
 
 
 def test_other_resolutions_and_pixel_space():
-    pipe = LiTPipeline(transformer=_transformer(in_channels=1, guidance_channels=None), scheduler=ddpm_scheduler())
+    pipe = LiTPipeline(transformer=_transformer(in_channels=1), scheduler=ddpm_scheduler())
     pipe.set_progress_bar_config(disable=True)
     assert pipe.vae_scale_factor == 1
     out = pipe([0, 1], num_inference_steps=2, height=4, width=6, output_type="pt").images
@@ -146,7 +146,7 @@ def test_save_pretrained_round_trip_with_vae(pipe, tmp_path):
 
 
 def test_dit_twin_and_pixel_pipeline_round_trip(tmp_path):
-    pipe = LiTPipeline(transformer=_transformer(VzDiTTransformer2DModel, in_channels=1, guidance_channels=None),
+    pipe = LiTPipeline(transformer=_transformer(VzDiTTransformer2DModel, in_channels=1),
                        scheduler=ddpm_scheduler())
     pipe.save_pretrained(tmp_path)
     loaded = LiTPipeline.from_pretrained(tmp_path)

@@ -206,7 +206,8 @@ class VzDiTTransformer2DModel(ModelMixin, ConfigMixin):
         mixer_kwargs: extra keyword arguments for every block's mixer.
         guidance_channels: how many leading latent channels :meth:`forward_with_cfg` guides. The
             official DiT guides 3 of the 4 SD-VAE channels (its "exact reproducibility" choice) and that
-            is the default; None guides all ``in_channels``, the textbook form.
+            is the default; None guides all ``in_channels``, the textbook form. A model with fewer
+            channels than this count guides all of them (the official slice would reach into v).
     """
 
     #: published sizes for :meth:`from_variant`
@@ -234,10 +235,8 @@ class VzDiTTransformer2DModel(ModelMixin, ConfigMixin):
             guidance_channels: Optional[int] = 3,
     ):
         super().__init__()
-        if guidance_channels is not None and not 1 <= guidance_channels <= in_channels:
-            raise ValueError(
-                f"guidance_channels={guidance_channels} does not fit in_channels={in_channels}; pass a value in "
-                f"[1, {in_channels}], or None to guide all channels")
+        if guidance_channels is not None and guidance_channels < 1:
+            raise ValueError(f"guidance_channels must be a positive count or None (all channels), got {guidance_channels}")
         if sample_size % patch_size:
             raise ValueError(f"sample_size {sample_size} is not a multiple of patch_size {patch_size}")
         self.out_channels = in_channels * 2 if learn_sigma else in_channels
@@ -386,9 +385,10 @@ class VzDiTTransformer2DModel(ModelMixin, ConfigMixin):
         if hidden_states.shape[0] % 2:
             raise ValueError(f"forward_with_cfg needs an even batch [cond; uncond], got {hidden_states.shape[0]}")
         channels = self.config.guidance_channels if guidance_channels == "config" else guidance_channels
-        channels = self.config.in_channels if channels is None else channels
-        if not 1 <= channels <= self.config.in_channels:
-            raise ValueError(f"guidance_channels must lie in [1, {self.config.in_channels}], got {channels}")
+        if channels is not None and channels < 1:
+            raise ValueError(f"guidance_channels must be a positive count or None (all channels), got {channels}")
+        # deliberately differs from the official slice for models with fewer than 3 channels: ε only, never v
+        channels = self.config.in_channels if channels is None else min(channels, self.config.in_channels)
         half = hidden_states[: hidden_states.shape[0] // 2]
         out = self(torch.cat([half, half]), timestep, class_labels).sample
         eps, rest = out[:, :channels], out[:, channels:]

@@ -20,7 +20,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -31,6 +31,7 @@ from .dit import sincos_pos_embed_2d
 __all__ = [
     "INHERITANCE_RULES",
     "InheritanceReport",
+    "dit_config_from_state_dict",
     "dit_state_dict_from_diffusers",
     "inherit_from_dit",
     "load_dit_state_dict",
@@ -243,3 +244,36 @@ def _grid_of(student: nn.Module) -> tuple[int, int]:
     config = student.config
     grid = config["sample_size"] // config["patch_size"]
     return grid, grid
+
+
+# DiT's head count per width (Table 1 of the DiT paper); the weights' shapes do not tell heads apart
+_DIT_HEADS = {384: 6, 768: 12, 1024: 16, 1152: 16}
+
+
+def dit_config_from_state_dict(state_dict: Mapping[str, torch.Tensor], num_heads: Optional[int] = None) -> dict[str, Any]:
+    """Constructor arguments of the DiT whose official-key weights these are, read off their shapes.
+
+    The head count is DiT's for the width (S 6, B 12, L and XL 16) unless ``num_heads`` is given; for
+    other widths it must be given.
+    """
+    try:
+        patch_weight = state_dict["x_embedder.proj.weight"]  # [D, C, p, p]
+        final = state_dict["final_layer.linear.weight"]  # [p·p·out, D]
+        table = state_dict["y_embedder.embedding_table.weight"]  # [classes (+1), D]
+        fc1 = state_dict["blocks.0.mlp.fc1.weight"]  # [ratio·D, D]
+    except KeyError as err:
+        raise CheckpointError(f"not a DiT state dict (no {err.args[0]})") from None
+    hidden, channels, patch = patch_weight.shape[0], patch_weight.shape[1], patch_weight.shape[-1]
+    heads = num_heads or _DIT_HEADS.get(hidden)
+    if heads is None:
+        raise ValueError(f"cannot tell the head count of a width-{hidden} DiT from its weights; give num_heads")
+    out_channels = final.shape[0] // (patch * patch)
+    tokens = state_dict["pos_embed"].shape[1] if "pos_embed" in state_dict else None
+    depth = len({k.split(".")[1] for k in state_dict if k.startswith("blocks.")})
+    # a DiT trained with label dropout has one extra (null) row; DiT always trains with dropout 0.1
+    config = dict(hidden_size=hidden, in_channels=channels, patch_size=patch, depth=depth, num_heads=heads,
+                  mlp_ratio=fc1.shape[0] / hidden, learn_sigma=out_channels == 2 * channels,
+                  num_classes=table.shape[0] - 1, class_dropout_prob=0.1)
+    if tokens is not None:
+        config["sample_size"] = math.isqrt(tokens) * patch
+    return config
