@@ -161,7 +161,8 @@ def test_embeddings_follow_the_official_formulas():
     table = sincos_pos_embed_2d(8, (2, 3))[0]  # tokens row-major over (h=2, w=3)
     omega = 1.0 / 10000 ** (torch.arange(2) / 2)
     col, row = 2.0, 1.0  # token 5
-    expected = torch.cat([torch.sin(col * omega), torch.cos(col * omega), torch.sin(row * omega), torch.cos(row * omega)])
+    expected = torch.cat([torch.sin(col * omega), torch.cos(col * omega),
+                          torch.sin(row * omega), torch.cos(row * omega)])
     torch.testing.assert_close(table[5], expected)
 
 
@@ -211,7 +212,8 @@ def test_gradient_checkpointing_keeps_outputs_and_grads():
     model.zero_grad()
     model.enable_gradient_checkpointing()
     used = []
-    model._gradient_checkpointing_func = lambda block, *args, f=model._gradient_checkpointing_func: used.append(1) or f(block, *args)
+    checkpointed = model._gradient_checkpointing_func
+    model._gradient_checkpointing_func = lambda block, *args: used.append(1) or checkpointed(block, *args)
     out2 = model(io["in.x"], io["in.t"], io["in.y"]).sample
     out2.square().mean().backward()
     assert len(used) == 2
@@ -266,7 +268,8 @@ def _teacher_to_diffusers(teacher: dict, depth: int) -> dict:
             out[f"{d}ff.net.0.proj.{s}"] = teacher[f"{b}mlp.fc1.{s}"]
             out[f"{d}ff.net.2.{s}"] = teacher[f"{b}mlp.fc2.{s}"]
     for i in range(depth):
-        out[f"transformer_blocks.{i}.norm1.emb.class_embedder.embedding_table.weight"] = teacher["y_embedder.embedding_table.weight"]
+        table = f"transformer_blocks.{i}.norm1.emb.class_embedder.embedding_table.weight"
+        out[table] = teacher["y_embedder.embedding_table.weight"]
     return out
 
 

@@ -120,7 +120,8 @@ def test_training_with_inheritance_and_distillation(pixel_cache, teacher_file, t
     teacher = torch.load(teacher_file)
     # inherited before any update: the MLP is the teacher's, the attention is new
     torch.testing.assert_close(trainer.base_model.blocks[1].mlp.fc1.weight, teacher["blocks.1.mlp.fc1.weight"])
-    assert trainer.teacher.blocks[0].attn.num_heads == 2 and not any(p.requires_grad for p in trainer.teacher.parameters())
+    assert trainer.teacher.blocks[0].attn.num_heads == 2
+    assert not any(p.requires_grad for p in trainer.teacher.parameters())
     result = trainer.fit()
     assert result.steps == 3 and np.isfinite(result.last_loss)
     rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -58,7 +58,8 @@ def read_cache_index(root: Union[str, Path]) -> dict[str, Any]:
     """The ``index.json`` of a latent cache; a clear error when ``root`` is not one."""
     path = Path(root) / INDEX_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{root} is not a latent cache (no {INDEX_FILE}); create one with `vitzoo cache_latents`")
+        raise FileNotFoundError(
+            f"{root} is not a latent cache (no {INDEX_FILE}); create one with `vitzoo cache_latents`")
     index = json.loads(path.read_text())
     if index.get("format") != LATENT_CACHE_FORMAT:
         raise ValueError(f"{path} has format {index.get('format')!r}, expected {LATENT_CACHE_FORMAT!r}")

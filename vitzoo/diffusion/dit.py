@@ -55,8 +55,9 @@ def variant_config(variant: str, table: dict[str, dict[str, int]], resolution: i
     """The constructor arguments of ``variant`` (e.g. ``"XL/2"``) for images of ``resolution`` pixels."""
     if variant not in table:
         raise ValueError(f"unknown variant {variant!r}; expected one of {', '.join(table)}")
-    if resolution % (VAE_DOWNSAMPLE * table[variant]["patch_size"]):
-        raise ValueError(f"resolution {resolution} is not a multiple of {VAE_DOWNSAMPLE * table[variant]['patch_size']}")
+    multiple = VAE_DOWNSAMPLE * table[variant]["patch_size"]
+    if resolution % multiple:
+        raise ValueError(f"resolution {resolution} is not a multiple of {multiple}")
     return dict(table[variant], sample_size=resolution // VAE_DOWNSAMPLE)
 
 
@@ -236,7 +237,8 @@ class VzDiTTransformer2DModel(ModelMixin, ConfigMixin):
     ):
         super().__init__()
         if guidance_channels is not None and guidance_channels < 1:
-            raise ValueError(f"guidance_channels must be a positive count or None (all channels), got {guidance_channels}")
+            raise ValueError(
+                f"guidance_channels must be a positive count or None (all channels), got {guidance_channels}")
         if sample_size % patch_size:
             raise ValueError(f"sample_size {sample_size} is not a multiple of patch_size {patch_size}")
         self.out_channels = in_channels * 2 if learn_sigma else in_channels

@@ -87,7 +87,8 @@ class GaussianDiffusion:
         values = self.tables[name].to(timesteps.device)[timesteps].to(like.dtype)
         return values.view(-1, *([1] * (like.dim() - 1)))
 
-    def sample_timesteps(self, batch: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample_timesteps(self, batch: int, device: torch.device,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
         """Uniform training timesteps [B] in [0, T)."""
         return torch.randint(0, self.num_timesteps, (batch,), device=device, generator=generator)
 
@@ -134,7 +135,8 @@ class GaussianDiffusion:
         the VLB trains only v) and ``loss = mse + vb``. ``model_output`` is [B, 2C, H, W] (ε then v)."""
         channels = x_t.shape[1]
         if model_output.shape[1] != 2 * channels:
-            raise ValueError(f"expected a learned-sigma output with {2 * channels} channels, got {model_output.shape[1]}")
+            raise ValueError(
+                f"expected a learned-sigma output with {2 * channels} channels, got {model_output.shape[1]}")
         eps, variance_values = model_output.split(channels, dim=1)
         mse = _mean_flat((noise - eps) ** 2)
         vb = self.vb_terms_bpd(eps.detach(), variance_values, x_start, x_t, timesteps)

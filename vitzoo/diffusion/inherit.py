@@ -70,7 +70,8 @@ class InheritanceReport:
 
     def summary(self) -> str:
         return (f"{self.rule}: inherited {len(self.inherited)} tensors ({self.inherited_params:,} values), "
-                f"new {len(self.new)} ({self.new_params:,}), dropped {len(self.dropped)}, unexpected {len(self.unexpected)}")
+                f"new {len(self.new)} ({self.new_params:,}), dropped {len(self.dropped)}, "
+                f"unexpected {len(self.unexpected)}")
 
 
 def _is_attention_key(key: str) -> bool:
@@ -122,8 +123,8 @@ def plan_inheritance(student: Shapes, teacher: Shapes, rule: str = "class2image"
     return report
 
 
-def dit_state_dict_from_diffusers(state_dict: Mapping[str, torch.Tensor], grid_size: Union[int, tuple[int, int], None] = None
-                                  ) -> dict[str, torch.Tensor]:
+def dit_state_dict_from_diffusers(state_dict: Mapping[str, torch.Tensor],
+                                  grid_size: Union[int, tuple[int, int], None] = None) -> dict[str, torch.Tensor]:
     """diffusers' ``DiTTransformer2DModel`` weights -> the official DiT key names.
 
     diffusers keeps a copy of the timestep and label embedders in every block (``norm1.emb``); the
@@ -136,7 +137,8 @@ def dit_state_dict_from_diffusers(state_dict: Mapping[str, torch.Tensor], grid_s
     out: dict[str, torch.Tensor] = {}
     blocks = sorted({int(k.split(".")[1]) for k in sd if k.startswith("transformer_blocks.")})
     if not blocks or "pos_embed.proj.weight" not in sd:
-        raise CheckpointError("not a diffusers DiTTransformer2DModel state dict (no transformer_blocks / pos_embed.proj)")
+        raise CheckpointError("not a diffusers DiTTransformer2DModel state dict "
+                              "(no transformer_blocks / pos_embed.proj)")
     emb = "transformer_blocks.{}.norm1.emb."
     for key in [k for k in sd if k.startswith(emb.format(blocks[0]))]:
         suffix = key[len(emb.format(blocks[0])):]
@@ -178,7 +180,8 @@ def _read_diffusers_folder(path: Path) -> dict[str, torch.Tensor]:
     if (path / "transformer" / "config.json").is_file():
         path = path / "transformer"
     config = json.loads((path / "config.json").read_text())
-    weights = sorted(path.glob("diffusion_pytorch_model*.safetensors")) or sorted(path.glob("diffusion_pytorch_model*.bin"))
+    weights = (sorted(path.glob("diffusion_pytorch_model*.safetensors"))
+               or sorted(path.glob("diffusion_pytorch_model*.bin")))
     if not weights:
         raise FileNotFoundError(f"no diffusion_pytorch_model weights in {path}")
     state_dict: dict[str, torch.Tensor] = {}
@@ -250,7 +253,8 @@ def _grid_of(student: nn.Module) -> tuple[int, int]:
 _DIT_HEADS = {384: 6, 768: 12, 1024: 16, 1152: 16}
 
 
-def dit_config_from_state_dict(state_dict: Mapping[str, torch.Tensor], num_heads: Optional[int] = None) -> dict[str, Any]:
+def dit_config_from_state_dict(state_dict: Mapping[str, torch.Tensor],
+                               num_heads: Optional[int] = None) -> dict[str, Any]:
     """Constructor arguments of the DiT whose official-key weights these are, read off their shapes.
 
     The head count is DiT's for the width (S 6, B 12, L and XL 16) unless ``num_heads`` is given; for

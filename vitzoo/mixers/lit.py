@@ -83,8 +83,9 @@ class LiTMixer(TokenMixer):
         key = self._heads(F.relu(key) + 1e-6)
         value = self._heads(value)  # [B, heads, N, D]
         out = linear_attention(query, key, value, eps=self.eps)
-        local = self.dwc.tokens(value[:, :, num_prefix_tokens:].reshape(-1, tokens - num_prefix_tokens, self.head_dim), size)
-        local = local.view(batch, self.num_heads, tokens - num_prefix_tokens, self.head_dim)
+        spatial = tokens - num_prefix_tokens
+        local = self.dwc.tokens(value[:, :, num_prefix_tokens:].reshape(-1, spatial, self.head_dim), size)
+        local = local.view(batch, self.num_heads, spatial, self.head_dim)
         if num_prefix_tokens:
             local = torch.cat([local.new_zeros(batch, self.num_heads, num_prefix_tokens, self.head_dim), local], dim=2)
         out = out + local

@@ -1,15 +1,16 @@
 """Training engine of the class-conditional diffusion transformers: DiT's recipe, and LiT's (weights
 inherited from a DiT, hybrid distillation from a frozen DiT teacher).
 
-    vitzoo cache_latents --data-dir /data/imagenet/train --output /data/imagenet-latents-256 --vae stabilityai/sd-vae-ft-ema
+    vitzoo cache_latents --data-dir /data/imagenet/train --output /data/imagenet-latents-256 \\
+        --vae stabilityai/sd-vae-ft-ema
     accelerate launch --multi_gpu --num_processes 8 tools/train_lit.py -c configs/diffusion/lit_xl_2_256.yaml \\
         --data-dir /data/imagenet-latents-256 --teacher DiT-XL-2-256x256.pt
 
 Data are latents cached once by :func:`vitzoo.data.latents.cache_latents` (or pixels, for pixel-space
-models). Each step draws t uniformly, noises the latents (:class:`~vitzoo.diffusion.gaussian_diffusion.GaussianDiffusion`),
-drops labels to the null class with the model's ``class_dropout_prob`` and minimises DiT's loss (ε MSE +
-learned-variance VLB) plus, with a teacher, LiT's distillation terms
-(:class:`~vitzoo.diffusion.distill.lit.LiTDistillationLoss`). accelerate distributes the run (DDP over
+models). Each step draws t uniformly, noises the latents
+(:class:`~vitzoo.diffusion.gaussian_diffusion.GaussianDiffusion`), drops labels to the null class with
+the model's ``class_dropout_prob`` and minimises DiT's loss (ε MSE + learned-variance VLB) plus, with a
+teacher, LiT's distillation terms (:class:`~vitzoo.diffusion.distill.lit.LiTDistillationLoss`). accelerate distributes the run (DDP over
 GPUs and nodes, mixed precision, gradient accumulation); the EMA of the weights is what sampling uses.
 Checkpoints (``last`` every ``--checkpoint-steps`` and on SIGINT/SIGTERM) hold the optimizer, EMA, loop
 position and every process's RNG state, and each sample's randomness is seeded by (seed, epoch, position),
@@ -222,7 +223,8 @@ class DiffusionTrainer:
         student = build_student(args, self.dataset.shape, len(self.classes))
         self.teacher = None
         if args.teacher:
-            self.teacher = load_teacher(args.teacher, args.teacher_kwargs).to(accelerator.device).eval().requires_grad_(False)
+            teacher = load_teacher(args.teacher, args.teacher_kwargs)
+            self.teacher = teacher.to(accelerator.device).eval().requires_grad_(False)
         if state is not None:
             self._check_resume(state, student)
             student.load_state_dict(state["model"])
@@ -352,7 +354,9 @@ class DiffusionTrainer:
         with graceful_stop() as stop:
             while self.step < max_steps and self.epoch < args.epochs and not stop:
                 self.order.epoch = self.epoch
-                loader = accelerator.skip_first_batches(self.loader, self.batch_in_epoch) if self.batch_in_epoch else self.loader
+                loader = self.loader
+                if self.batch_in_epoch:
+                    loader = accelerator.skip_first_batches(self.loader, self.batch_in_epoch)
                 for latents, labels in loader:
                     with accelerator.accumulate(self.model):
                         terms = self._train_step(latents, labels)
@@ -408,7 +412,8 @@ class DiffusionTrainer:
                      ", ".join(f"{k} {v:.4f}" for k, v in means.items() if k != "loss"), row["images_per_s"])
 
     def export_pipeline(self) -> Path:
-        """Write ``<run>/pipeline``: the EMA weights (or the model's), DiT's DDPM scheduler, the VAE, the class names."""
+        """Write ``<run>/pipeline``: the EMA weights (or the model's), DiT's DDPM scheduler, the VAE and the
+        class names."""
         from ..diffusion.pipelines import LiTPipeline, ddpm_scheduler
 
         transformer = copy.deepcopy(self.ema if self.ema is not None else self.base_model).cpu()

@@ -27,6 +27,9 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--batch-size", type=int, default=64, help="images per pipeline call")
     group.add_argument("--cell-size", type=int, default=64, help="minimum grid cell side in pixels (small images are "
                                                                   "enlarged with nearest-neighbour)")
+    group.add_argument("--classifier", default=None,
+                       help="vitzoo classifier checkpoint (e.g. the digits run of `vitzoo train`): report how often it "
+                            "recognises each requested class in the samples (class consistency), also as <output>.json")
 
 
 def load_pipeline(model: str | None, device: str, dtype: str):
@@ -56,7 +59,8 @@ def use_scheduler(pipe, name: str) -> None:
 
     cls = getattr(diffusers, name, None)
     if not (isinstance(cls, type) and issubclass(cls, SchedulerMixin)):
-        raise ValueError(f"{name!r} is not a diffusers scheduler class (e.g. DPMSolverMultistepScheduler, DDIMScheduler)")
+        raise ValueError(
+            f"{name!r} is not a diffusers scheduler class (e.g. DPMSolverMultistepScheduler, DDIMScheduler)")
     overrides = {}
     if not issubclass(cls, DDPMScheduler) and "variance_type" in inspect.signature(cls.__init__).parameters:
         overrides["variance_type"] = None
@@ -93,6 +97,40 @@ def save_grid(images, columns: int, path: str | Path, cell_size: int = 64) -> Pa
     return path
 
 
+def class_consistency(predicted: list[int], requested: list[int], names: dict[int, str], num_classes: int) -> dict:
+    """Share of the samples of each requested class that a classifier assigns to that class.
+
+    Args:
+        predicted: the classifier's class per sample, in the generator's class ids.
+        requested: the class each sample was generated for.
+        names: class id -> name, for the report.
+        num_classes: classes of the generator (chance level is 1 / num_classes).
+
+    Returns:
+        ``{"accuracy": overall, "per_class": {name: accuracy}, "samples": n, "chance": 1 / classes}``.
+    """
+    per_class = {}
+    for cls in sorted(set(requested)):
+        hits = [p == r for p, r in zip(predicted, requested) if r == cls]
+        per_class[names.get(cls, str(cls))] = sum(hits) / len(hits)
+    correct = sum(p == r for p, r in zip(predicted, requested))
+    return {"accuracy": correct / len(requested), "per_class": per_class, "samples": len(requested),
+            "chance": 1 / num_classes}
+
+
+def _classify(classifier_path: str, images, pipe) -> list[int]:
+    """Predictions of a vitzoo-trained classifier, mapped from its class names to the pipeline's class ids."""
+    from vitzoo.train.evaluation import load_classifier
+
+    classifier = load_classifier(classifier_path, device=images.device)
+    # classes are matched by name (folder names of both runs); a class the generator lacks never counts as a hit
+    to_pipeline = {}
+    for index, name in enumerate(classifier.classes):
+        key = name.strip().lower()
+        to_pipeline[index] = pipe.labels.get(key, int(key) if key.isdigit() else -1)
+    return [to_pipeline[p] for p in classifier.predict(images).tolist()]
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -113,4 +151,16 @@ def run(args: argparse.Namespace) -> int:
     path = save_grid(images, args.per_class, args.output, args.cell_size)
     print(f"wrote {path}: {len(ids)} samples of classes {sorted(set(ids))} "
           f"({steps} steps of {type(pipe.scheduler).__name__}, guidance {guidance})")
+    if args.classifier:
+        import json
+
+        names = {int(k): v.split(",")[0].strip() for k, v in (pipe.config.id2label or {}).items()}
+        report = class_consistency(_classify(args.classifier, images, pipe), ids, names,
+                                   pipe.transformer.config.num_classes)
+        report.update(model=str(args.model or DEFAULT_MODEL), classifier=args.classifier, steps=steps,
+                      scheduler=type(pipe.scheduler).__name__, guidance_scale=guidance, seed=args.seed)
+        report_path = Path(args.output).with_suffix(".json")
+        report_path.write_text(json.dumps(report, indent=1) + "\n")
+        print(f"class consistency {report['accuracy']:.1%} (chance {report['chance']:.0%}) over {len(ids)} samples; "
+              + ", ".join(f"{k}: {v:.0%}" for k, v in report["per_class"].items()) + f"; wrote {report_path}")
     return 0

@@ -84,5 +84,6 @@ class LiTDistillationLoss:
             v_t = self.diffusion.model_log_variance(v_t, timesteps)
         terms["noise_kd"] = _mean_flat((eps_t - eps_s) ** 2)
         terms["variance_kd"] = _mean_flat((v_t - v_s) ** 2)
-        terms["loss"] = terms["loss"] + self.noise_weight * terms["noise_kd"] + self.variance_weight * terms["variance_kd"]
+        terms["loss"] = (terms["loss"] + self.noise_weight * terms["noise_kd"]
+                         + self.variance_weight * terms["variance_kd"])
         return terms

@@ -129,7 +129,8 @@ class LiTPipeline(DiffusionPipeline):
             raise ValueError("guidance_scale > 1 needs a model trained with label dropout (a null class)")
         unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
         if unknown:
-            raise ValueError(f"callback_on_step_end_tensor_inputs may name {self._callback_tensor_inputs}, got {unknown}")
+            raise ValueError(
+                f"callback_on_step_end_tensor_inputs may name {self._callback_tensor_inputs}, got {unknown}")
         # a config keeps keys its class ignores (DDIM built from DDPM's config): only ask schedulers that read it
         reads_variance = "variance_type" in inspect.signature(type(self.scheduler).__init__).parameters
         variance_type = getattr(self.scheduler.config, "variance_type", None) if reads_variance else None
@@ -145,7 +146,8 @@ class LiTPipeline(DiffusionPipeline):
     def prepare_latents(self, batch: int, height: int, width: int, dtype: torch.dtype, device: torch.device,
                         generator: Union[torch.Generator, list[torch.Generator], None],
                         latents: Optional[torch.Tensor] = None) -> torch.Tensor:
-        shape = (batch, self.transformer.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
+        factor = self.vae_scale_factor
+        shape = (batch, self.transformer.config.in_channels, height // factor, width // factor)
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         elif tuple(latents.shape) != shape:
