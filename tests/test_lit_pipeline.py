@@ -159,18 +159,25 @@ def test_imagenet_names_by_default():
 
 
 def test_generate_command_writes_a_grid(pipe, tmp_path):
-    from PIL import Image
+    """Run as a fresh process: loading a saved pipeline must not rely on modules a test imported."""
+    import os
+    import subprocess
+    import sys
 
-    from vitzoo.cli import main
+    from PIL import Image
 
     pipe.save_pretrained(tmp_path / "pipe")
     out = tmp_path / "grid.png"
-    status = main(["generate", "--pipeline", "lit", "--model", str(tmp_path / "pipe"), "--class-labels", "one", "0",
-                   "--per-class", "3", "--steps", "2", "--scheduler", "DPMSolverMultistepScheduler", "--output",
-                   str(out), "--cell-size", "16", "--device", "cpu"])
-    assert status == 0
+    command = [sys.executable, "-m", "vitzoo.cli", "generate", "--pipeline", "lit", "--model", str(tmp_path / "pipe"),
+               "--class-labels", "one", "0", "--per-class", "3", "--steps", "2", "--scheduler",
+               "DPMSolverMultistepScheduler", "--output", str(out), "--cell-size", "16", "--device", "cpu"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
     with Image.open(out) as grid:
         assert grid.size == (2 + 3 * (16 + 2), 2 + 2 * (16 + 2))
+    from vitzoo.cli import main
+
     assert main(["generate", "--pipeline", "lit", "--model", str(tmp_path / "none"), "--output", str(out)]) == 2
 
 

@@ -30,6 +30,8 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..dit import VzDiTTransformer2DModel
+# from_pretrained resolves a saved component by its module, which must be imported: load the LiT module too
+from ..lit import LiTTransformer2DModel
 
 __all__ = ["LiTPipeline", "LiTPipelineOutput", "ddpm_scheduler"]
 
@@ -71,7 +73,7 @@ class LiTPipeline(DiffusionPipeline):
 
     def __init__(
             self,
-            transformer: VzDiTTransformer2DModel,
+            transformer: Union[LiTTransformer2DModel, VzDiTTransformer2DModel],
             scheduler: SchedulerMixin,
             vae: Optional[AutoencoderKL] = None,
             id2label: Optional[dict[Union[int, str], str]] = None,
