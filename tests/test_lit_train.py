@@ -141,20 +141,50 @@ def test_training_with_inheritance_and_distillation(pixel_cache, teacher_file, t
     assert pipe(["b"], num_inference_steps=2, output_type="pt").images.shape == (1, 1, 8, 8)
 
 
-def test_resume_repeats_the_uninterrupted_run(pixel_cache, tmp_path):
+def test_stop_signal_and_resume_repeat_the_uninterrupted_run(pixel_cache, tmp_path, monkeypatch):
+    """SIGINT during step 2 saves a checkpoint; `vitzoo train_lit --resume` (the run's own arguments) then
+    continues to exactly the weights of an uninterrupted run."""
+    import signal
+
+    from vitzoo.cli import main
+
     straight = train_lit(_args(pixel_cache, tmp_path, "--experiment", "straight", "--max-steps", "5", "--no-pipeline"))
-    train_lit(_args(pixel_cache, tmp_path, "--experiment", "split", "--max-steps", "2", "--no-pipeline"))
-    resumed = train_lit(_args(pixel_cache, tmp_path, "--resume", str(tmp_path / "split"), "--max-steps", "5",
-                              "--no-pipeline"))
-    assert resumed.steps == 5
-    a, b = load_file(str(straight.run_dir / "last.safetensors")), load_file(str(resumed.run_dir / "last.safetensors"))
+    with monkeypatch.context() as patch:
+        step = DiffusionTrainer._train_step
+        calls = []
+
+        def interrupted(self, *args):
+            calls.append(1)
+            if len(calls) == 2:
+                signal.raise_signal(signal.SIGINT)
+            return step(self, *args)
+
+        patch.setattr(DiffusionTrainer, "_train_step", interrupted)
+        stopped = train_lit(_args(pixel_cache, tmp_path, "--experiment", "split", "--max-steps", "5", "--no-pipeline"))
+    assert stopped.stopped_by_signal == signal.SIGINT and stopped.steps == 2 and stopped.pipeline_dir is None
+    assert torch.load(stopped.run_dir / "last.state.pt")["step"] == 2
+    assert main(["train_lit", "--resume", str(stopped.run_dir)]) == 0
+    a, b = load_file(str(straight.run_dir / "last.safetensors")), load_file(str(stopped.run_dir / "last.safetensors"))
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=0, msg=key)
     ema_a = torch.load(straight.run_dir / "last.state.pt")["ema"]
-    ema_b = torch.load(resumed.run_dir / "last.state.pt")["ema"]
+    ema_b = torch.load(stopped.run_dir / "last.state.pt")["ema"]
     torch.testing.assert_close(ema_b["final_layer.linear.weight"], ema_a["final_layer.linear.weight"], rtol=0, atol=0)
     # 12 samples, batch 4, drop_last: 3 batches per epoch, so step 5 is in the second epoch
-    assert torch.load(resumed.run_dir / "last.state.pt")["epoch"] == 1
+    assert torch.load(stopped.run_dir / "last.state.pt")["epoch"] == 1
+
+
+def test_yaml_config_and_typed_flags(pixel_cache, tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(f"data_dir: {pixel_cache}\nbatch_size: 6\nlr: 0.5\nmodel_kwargs: {{hidden_size: 16, depth: 1}}\n")
+    args = parse_train_lit_args(["-c", str(config), "--lr", "0.001"])
+    assert (args.batch_size, args.lr, args.model_kwargs) == (6, 0.001, {"hidden_size": 16, "depth": 1})
+    assert args.model_ema_decay == 0.9999  # untouched flags keep their defaults
+    config.write_text("batch_sise: 6\n")
+    with pytest.raises(ValueError, match="unknown keys \\['batch_sise'\\]"):
+        parse_train_lit_args(["-c", str(config), "--data-dir", str(pixel_cache)])
+    with pytest.raises(ValueError, match="--dataset vitzoo/digits"):
+        parse_train_lit_args([])
 
 
 def test_bad_runs_fail_early(pixel_cache, teacher_file, tmp_path):

@@ -25,7 +25,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-__all__ = ["LATENT_CACHE_FORMAT", "LatentDataset", "cache_latents", "center_crop_arr", "read_cache_index"]
+__all__ = ["LATENT_CACHE_FORMAT", "LatentDataset", "cache_latents", "center_crop_arr", "digits_pixel_cache",
+           "read_cache_index"]
 
 _logger = logging.getLogger("vitzoo.data")
 
@@ -174,6 +175,29 @@ def cache_latents(
         raise
     _logger.info("cached %d images of %d classes as %s %s in %s", done, len(classes), index["stored"], shape, output)
     return output
+
+
+def digits_pixel_cache(cache_dir: Optional[Union[str, Path]] = None, *, image_size: int = 8) -> Path:
+    """The embedded digits' train split as a pixel-space cache (grey, no mirror images: a mirrored digit is
+    another symbol), built once from the digits ImageFolder of :mod:`vitzoo.data.digits`.
+
+    Args:
+        cache_dir: where the cache lives (default: ``digits-pixels-<size>`` beside the digits folder).
+        image_size: side of the cached images; 8 is the scans' own resolution.
+    """
+    from .digits import build_digits_imagefolder
+
+    folder = build_digits_imagefolder()
+    cache = Path(cache_dir) if cache_dir else folder.parent / f"digits-pixels-{image_size}"
+    if (cache / INDEX_FILE).is_file():
+        index = read_cache_index(cache)
+        expected = {"source": str((folder / "train").resolve()), "shape": [1, image_size, image_size], "flip": False}
+        found = {k: index.get(k) for k in expected}
+        if found != expected:
+            raise FileExistsError(f"{cache} holds another cache ({found}); expected {expected}")
+        return cache
+    return cache_latents(folder / "train", cache, image_size=image_size, grayscale=True, flip=False,
+                         dtype=torch.float32)
 
 
 class LatentDataset(Dataset):

@@ -38,12 +38,21 @@ from .checkpoint import Checkpointer, capture_rng_state, restore_rng_state
 from .metrics import MetricsLogger
 from .signals import graceful_stop
 
-__all__ = ["DiffusionTrainer", "add_train_lit_arguments", "parse_train_lit_args", "train_lit"]
+__all__ = [
+    "DiffusionTrainer",
+    "TrainResult",
+    "add_train_lit_arguments",
+    "enable_config_file",
+    "parse_train_lit_args",
+    "resolve_train_lit_args",
+    "train_lit",
+]
 
 _logger = logging.getLogger("vitzoo.train")
 
 STATE_FORMAT = "vitzoo-diffusion-train/1"
 CHECKPOINT_KIND = "vitzoo-diffusion"
+DIGITS_DATASET = "vitzoo/digits"
 
 
 class _KeyValue(argparse.Action):
@@ -64,10 +73,11 @@ class _KeyValue(argparse.Action):
 
 def add_train_lit_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``vitzoo train_lit`` (timm/DiT names where they exist)."""
-    parser.add_argument("-c", "--config", default=None, metavar="FILE",
-                        help="YAML file of flag defaults (keys are flag names with underscores); flags win")
     data = parser.add_argument_group("data")
-    data.add_argument("--data-dir", default=None, help="latent cache written by `vitzoo cache_latents`")
+    data.add_argument("--data-dir", default=None,
+                      help="latent cache written by `vitzoo cache_latents` (with --dataset: where to build it)")
+    data.add_argument("--dataset", default=None, choices=[DIGITS_DATASET],
+                      help="the embedded digits as 8x8 grey pixels (built and cached on first use)")
     data.add_argument("--no-flip", action="store_true", help="do not use the cached mirror images")
     data.add_argument("--preload", action="store_true", help="load the whole cache into memory")
     data.add_argument("--workers", type=int, default=4, help="data loader processes")
@@ -113,34 +123,62 @@ def add_train_lit_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--no-pipeline", action="store_true", help="do not write <run>/pipeline at the end")
 
 
-def parse_train_lit_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    """Parse flags over the defaults of an optional ``-c`` YAML file (command-line flags win)."""
-    parser = argparse.ArgumentParser(prog="vitzoo train_lit")
-    add_train_lit_arguments(parser)
-    return resolve_config(parser, argv)
+def enable_config_file(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add ``-c/--config`` and keep the flags' defaults aside, so :func:`resolve_train_lit_args` can tell the
+    flags a user typed (they win) from those a YAML config or a resumed run sets."""
+    parser.add_argument("-c", "--config", metavar="FILE", default=None,
+                        help="YAML file of flag defaults (keys are flag names with underscores); flags win")
+    defaults = {}
+    for action in parser._actions:
+        if action.dest not in ("help", argparse.SUPPRESS):
+            defaults[action.dest] = action.default
+            action.default = argparse.SUPPRESS
+    parser.set_defaults(_flag_defaults=defaults)
+    return parser
 
 
-def resolve_config(parser: argparse.ArgumentParser, argv: Optional[list[str]] = None) -> argparse.Namespace:
-    """Apply the ``-c/--config`` YAML as parser defaults, then parse ``argv``; unknown keys are errors."""
+def _run_arguments(resume: str) -> dict[str, Any]:
+    """The arguments a run was started with (``args.json`` of its folder)."""
+    path = Path(resume)
+    path = (path if path.is_dir() else path.parent) / "args.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"cannot resume: {path} does not exist")
+    return json.loads(path.read_text())
+
+
+def resolve_train_lit_args(args: argparse.Namespace) -> argparse.Namespace:
+    """Merge flag defaults < the resumed run's arguments < the ``-c`` YAML file < typed flags."""
     import yaml
 
-    first, _ = parser.parse_known_args(argv)
-    if first.config:
-        path = Path(first.config)
+    typed = {k: v for k, v in vars(args).items() if k != "_flag_defaults"}
+    defaults = args._flag_defaults
+    merged = dict(defaults)
+    if typed.get("resume"):
+        saved = _run_arguments(typed["resume"])
+        merged.update({k: v for k, v in saved.items() if k in defaults and k not in ("resume", "config", "command")})
+    if typed.get("config"):
+        path = Path(typed["config"])
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} does not exist")
         values = yaml.safe_load(path.read_text()) or {}
         if not isinstance(values, dict):
             raise ValueError(f"{path} must hold a mapping of flag names to values")
-        known = {action.dest for action in parser._actions}
-        unknown = sorted(str(k) for k in values if str(k).replace("-", "_") not in known or k == "config")
+        unknown = sorted(str(k) for k in values if str(k).replace("-", "_") not in defaults or k == "config")
         if unknown:
             raise ValueError(f"{path}: unknown keys {unknown}")
-        parser.set_defaults(**{str(k).replace("-", "_"): v for k, v in values.items()})
-    args = parser.parse_args(argv)
-    if not args.data_dir:
-        parser.error("--data-dir is required (a latent cache from `vitzoo cache_latents`)")
-    return args
+        merged.update({str(k).replace("-", "_"): v for k, v in values.items()})
+    merged.update(typed)
+    if not merged.get("data_dir") and not merged.get("dataset"):
+        raise ValueError("give --data-dir (a latent cache from `vitzoo cache_latents`) or --dataset vitzoo/digits")
+    return argparse.Namespace(**merged)
+
+
+def parse_train_lit_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    """Parse ``vitzoo train_lit`` flags over a ``-c`` YAML file and, on ``--resume``, the run's own arguments."""
+    parser = argparse.ArgumentParser(prog="vitzoo train_lit")
+    add_train_lit_arguments(parser)
+    enable_config_file(parser)
+    return resolve_train_lit_args(parser.parse_args(argv))
 
 
 def _sample_seed(seed: int, epoch: int, rank: int, position: int) -> int:
@@ -165,10 +203,14 @@ class _EpochOrder(Sampler):
 
 @dataclass
 class TrainResult:
+    """How a run ended: its folder, the updates done, the last logged loss, the exported pipeline (if any)
+    and the signal that stopped it (None when it ran to the end)."""
+
     run_dir: Path
     steps: int
     last_loss: float
     pipeline_dir: Optional[Path]
+    stopped_by_signal: Optional[int] = None
 
 
 def _model_class(name: str):
@@ -216,7 +258,13 @@ class DiffusionTrainer:
             cpu=args.device == "cpu", mixed_precision={"float16": "fp16", "bfloat16": "bf16"}[args.amp_dtype]
             if args.amp else "no", gradient_accumulation_steps=args.grad_accum_steps, rng_types=[])
         set_seed(args.seed, device_specific=True)
-        self.dataset = LatentDataset(args.data_dir, flip=not args.no_flip, preload=args.preload)
+        data_dir = args.data_dir
+        if args.dataset == DIGITS_DATASET:
+            from ..data.latents import digits_pixel_cache
+
+            with accelerator.main_process_first():
+                data_dir = digits_pixel_cache(args.data_dir)
+        self.dataset = LatentDataset(data_dir, flip=not args.no_flip, preload=args.preload)
         self.classes = self.dataset.classes
         state = Checkpointer.load(args.resume) if args.resume else None
 
@@ -261,7 +309,8 @@ class DiffusionTrainer:
         if state is not None:
             self._restore(state)
         if accelerator.is_main_process:
-            (self.run_dir / "args.json").write_text(json.dumps(vars(args), indent=1, default=str) + "\n")
+            saved = {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "resume"}
+            (self.run_dir / "args.json").write_text(json.dumps(saved, indent=1, default=str) + "\n")
 
     def _run_dir(self, resuming: bool) -> Path:
         if resuming:
@@ -396,10 +445,10 @@ class DiffusionTrainer:
             pipeline_dir = self.export_pipeline()
         if self.metrics is not None:
             if self.metrics.rows:
-                self.metrics.plot(title=f"{args.model} {args.variant or ''} on {Path(args.data_dir).name}")
+                self.metrics.plot(title=f"{args.model} {args.variant or ''} on {Path(self.dataset.root).name}")
             self.metrics.close()
         accelerator.wait_for_everyone()
-        return TrainResult(self.run_dir, self.step, last_loss, pipeline_dir)
+        return TrainResult(self.run_dir, self.step, last_loss, pipeline_dir, stop.signal_number)
 
     def _log(self, means: dict[str, float], batches: int, seconds: float) -> None:
         if self.metrics is None:
