@@ -4,6 +4,7 @@ distillation from a DiT teacher, exact resume, the exported pipeline."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -199,3 +200,41 @@ def test_bad_runs_fail_early(pixel_cache, teacher_file, tmp_path):
         DiffusionTrainer(_args(pixel_cache, tmp_path, "--experiment", "one"))
     with pytest.raises(ValueError, match="exceeds the 12 cached samples"):
         DiffusionTrainer(_args(pixel_cache, tmp_path, "--batch-size", "13"))
+
+
+def _two_process_worker(cache: str, runs: str, report: str) -> None:
+    import os
+
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    # the forked process inherits the parent's single-process accelerate state; start from scratch
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    PartialState._reset_state()
+    torch.set_num_threads(1)
+    args = _args(cache, runs, "--experiment", "ddp", "--max-steps", "2", "--batch-size", "3", "--no-pipeline")
+    trainer = DiffusionTrainer(args)
+    seen = []
+    step = trainer._train_step
+    trainer._train_step = lambda latents, labels: seen.append(latents.sum().item()) or step(latents, labels)
+    result = trainer.fit()
+    rank = trainer.accelerator.process_index
+    state = {k: float(v.double().sum()) for k, v in trainer.base_model.state_dict().items()}
+    ema = float(sum(v.double().sum() for v in trainer.ema.state_dict().values()))
+    (Path(report) / f"rank{rank}.json").write_text(json.dumps(dict(
+        world=trainer.accelerator.num_processes, seen=seen, state=state, ema=ema, steps=result.steps, pid=os.getpid())))
+
+
+def test_two_processes_split_the_batches_and_stay_in_sync(pixel_cache, tmp_path):
+    from accelerate import debug_launcher
+
+    report = tmp_path / "report"
+    report.mkdir()
+    debug_launcher(_two_process_worker, args=(str(pixel_cache), str(tmp_path), str(report)), num_processes=2)
+    ranks = [json.loads((report / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert {r["world"] for r in ranks} == {2} and ranks[0]["pid"] != ranks[1]["pid"]
+    assert [r["steps"] for r in ranks] == [2, 2] and len(ranks[0]["seen"]) == len(ranks[1]["seen"]) == 2
+    assert ranks[0]["seen"] != ranks[1]["seen"]  # each process trains on its own batches
+    assert ranks[0]["state"] == ranks[1]["state"] and ranks[0]["ema"] == ranks[1]["ema"]  # DDP keeps them equal
+    state = torch.load(Path(tmp_path) / "ddp" / "last.state.pt")
+    assert state["step"] == 2 and len(state["rng"]) == 2

@@ -24,6 +24,7 @@ import argparse
 import copy
 import json
 import logging
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -285,9 +286,6 @@ class DiffusionTrainer:
         if args.grad_checkpointing:
             student.enable_gradient_checkpointing()
         student = student.to(accelerator.device)
-        self.ema = None
-        if args.model_ema:
-            self.ema = copy.deepcopy(student).requires_grad_(False).eval()
         self.optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=args.lr,
                                            weight_decay=args.weight_decay)
         self.order = _EpochOrder(len(self.dataset), args.seed)
@@ -298,6 +296,8 @@ class DiffusionTrainer:
             raise ValueError(f"--batch-size {args.batch_size} exceeds the {len(self.dataset)} cached samples")
         self.model, self.optimizer, self.loader = accelerator.prepare(student, self.optimizer, loader)
         self.base_model = accelerator.unwrap_model(self.model)
+        # after prepare: DDP has broadcast rank 0's weights, so every process starts the same EMA (as DiT does)
+        self.ema = copy.deepcopy(self.base_model).requires_grad_(False).eval() if args.model_ema else None
         self.diffusion = GaussianDiffusion()
         self.loss = LiTDistillationLoss(self.diffusion, noise_weight=args.kd_noise_weight,
                                         variance_weight=args.kd_variance_weight,
@@ -400,8 +400,9 @@ class DiffusionTrainer:
         max_steps = args.max_steps or args.epochs * len(self.loader) // args.grad_accum_steps
         sums: dict[str, torch.Tensor] = {}
         count, last_loss, since = 0, float("nan"), time.perf_counter()
+        halted = False
         with graceful_stop() as stop:
-            while self.step < max_steps and self.epoch < args.epochs and not stop:
+            while self.step < max_steps and self.epoch < args.epochs and not halted:
                 self.order.epoch = self.epoch
                 loader = self.loader
                 if self.batch_in_epoch:
@@ -430,25 +431,37 @@ class DiffusionTrainer:
                         last_loss = means["loss"]
                         self._log(means, count, time.perf_counter() - since)
                         sums, count, since = {}, 0, time.perf_counter()
-                    if self.step % args.checkpoint_steps == 0 or stop or self.step >= max_steps:
+                    halted = self._should_stop(stop)
+                    if self.step % args.checkpoint_steps == 0 or halted or self.step >= max_steps:
                         self._save()
-                    if stop or self.step >= max_steps:
+                    if halted or self.step >= max_steps:
                         break
                 else:
                     self.epoch += 1
                     self.batch_in_epoch = 0
-        if stop:
-            _logger.warning("stopped by signal %s at step %d; resume with --resume %s", stop.signal_number, self.step,
+        signal_number = (stop.signal_number or signal.SIGTERM) if halted else None
+        if halted:
+            _logger.warning("stopped by signal %s at step %d; resume with --resume %s", signal_number, self.step,
                             self.run_dir)
         pipeline_dir = None
-        if not args.no_pipeline and accelerator.is_main_process and not stop:
+        if not args.no_pipeline and accelerator.is_main_process and not halted:
             pipeline_dir = self.export_pipeline()
         if self.metrics is not None:
             if self.metrics.rows:
                 self.metrics.plot(title=f"{args.model} {args.variant or ''} on {Path(self.dataset.root).name}")
             self.metrics.close()
         accelerator.wait_for_everyone()
-        return TrainResult(self.run_dir, self.step, last_loss, pipeline_dir, stop.signal_number)
+        return TrainResult(self.run_dir, self.step, last_loss, pipeline_dir, signal_number)
+
+    def _should_stop(self, stop) -> bool:
+        """Whether a process received SIGINT/SIGTERM. Several processes combine their flags with an all-reduce
+        (a host sync) every ``--log-interval`` updates, so all of them stop after the same update."""
+        accelerator = self.accelerator
+        if accelerator.num_processes == 1:
+            return bool(stop)
+        if stop:
+            accelerator.set_trigger()
+        return self.step % self.args.log_interval == 0 and accelerator.check_trigger()
 
     def _log(self, means: dict[str, float], batches: int, seconds: float) -> None:
         if self.metrics is None:
