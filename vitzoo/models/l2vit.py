@@ -274,7 +274,9 @@ class L2ViT(nn.Module):
         self.norm = nn.Identity() if out_norms else nn.LayerNorm(dims[-1])
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
-        self.feature_info = [dict(num_chs=dims[i], reduction=4 * 2 ** i, module=f"stages.{i}") for i in range(num_stages)]
+        self.feature_info = [
+            dict(num_chs=dims[i], reduction=4 * 2 ** i, module=f"stages.{i}") for i in range(num_stages)
+        ]
         self.apply(self._init_weights)
         if isinstance(self.head, nn.Linear):
             with torch.no_grad():
@@ -421,25 +423,24 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: L2ViT) -> d
 
     A detection/segmentation checkpoint keeps its ``backbone.`` part. Into a model built with
     ``out_norms``, a classification checkpoint loads as the official backbone loads it: its final
-    ``norm`` is dropped and the output norms keep their initial values (logged).
+    ``norm`` is dropped and the output norms keep their initial values (logged); with
+    ``num_classes=0`` the loader drops its head as well.
     """
     if any(key.startswith("backbone.") for key in state_dict):
         state_dict = {key[len("backbone."):]: value for key, value in state_dict.items() if key.startswith("backbone.")}
     out = {_rename(key): value for key, value in state_dict.items()}
-    own = model.state_dict()
-    checkpoint_norms = sorted({key.split(".")[1] for key in out if key.startswith("out_norms.")}, key=int)
-    model_norms = sorted(model.out_norms, key=int)
+    checkpoint_norms = tuple(sorted({int(key.split(".")[1]) for key in out if key.startswith("out_norms.")}))
+    model_norms = tuple(sorted(int(key) for key in model.out_norms))
     if checkpoint_norms and checkpoint_norms != model_norms:
         raise CheckpointError(
-            f"the checkpoint is a detection backbone with output norms for stages {checkpoint_norms}; build the model "
-            f"with out_norms=({', '.join(checkpoint_norms)},) and num_classes=0 (it has out_norms={model_norms})"
+            f"the checkpoint is a detection backbone with output norms for stages {checkpoint_norms}; build the "
+            f"model with out_norms={checkpoint_norms} and num_classes=0 (it has out_norms={model_norms})"
         )
     if model_norms and not checkpoint_norms:
-        out = {key: value for key, value in out.items() if not key.startswith(("norm.", "head."))}
-        kept = {key: value for key, value in own.items() if key.startswith("out_norms.")}
+        out = {key: value for key, value in out.items() if not key.startswith("norm.")}
+        out.update({key: value for key, value in model.state_dict().items() if key.startswith("out_norms.")})
         _logger.info("l2vit: classification weights into a detection backbone; output norms %s keep their init",
                      model_norms)
-        out.update(kept)
     return out
 
 
