@@ -92,7 +92,8 @@ def test_resume_after_sigterm_repeats_the_uninterrupted_losses(data, tmp_path):
     for row, ref in zip(rows, reference_rows):
         for key in ("top1", "val_loss", "ema_top1", "ema_val_loss", "lr"):
             assert row[key] == ref[key], key
-        assert row["train_loss"] == pytest.approx(ref["train_loss"], rel=1e-12)
+        # float32 running sums: the resumed epoch adds them in two parts
+        assert row["train_loss"] == pytest.approx(ref["train_loss"], rel=1e-6)
     assert resumed.best_value == full.best_value
 
 

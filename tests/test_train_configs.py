@@ -52,7 +52,8 @@ def test_config_parses_into_valid_train_flags(path):
 
 
 # configs whose model is registered on this branch (all of them once every family is merged)
-BUILDABLE = [p for p in TRAIN_CONFIGS if parse_train_args(["-c", str(p), "--data-dir", "x"]).model in vitzoo.list_models()]
+BUILDABLE = [path for path in TRAIN_CONFIGS
+             if parse_train_args(["-c", str(path), "--data-dir", "x"]).model in vitzoo.list_models()]
 
 
 @pytest.mark.parametrize("path", BUILDABLE, ids=lambda p: f"{p.parent.name}/{p.stem}")

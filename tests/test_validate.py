@@ -27,18 +27,20 @@ def _folder_images(folder: Path, classes: list[str]) -> tuple[torch.Tensor, torc
     images, labels = [], []
     for label, name in enumerate(classes):
         for path in sorted((folder / name).iterdir()):
-            images.append(torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).permute(2, 0, 1) / 255.0)
+            images.append(torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1) / 255.0)
             labels.append(label)
     return torch.stack(images), torch.tensor(labels)
 
 
 def test_validate_reproduces_the_reported_digits_top1(tmp_path):
     data = tmp_path / "digits"
-    result = train_classifier(parse_train_args(["-c", str(ROOT / "configs/demo/digits.yaml"), "--data-dir", str(data),
-                                                *SMALL_DIGITS_MODEL, "--epochs", "2", "--lr", "3e-3", "--warmup-epochs", "0",
-                                                "--output", str(tmp_path / "runs"), "--experiment", "digits"]))
+    argv = ["-c", str(ROOT / "configs/demo/digits.yaml"), "--data-dir", str(data), *SMALL_DIGITS_MODEL,
+            "--epochs", "2", "--lr", "3e-3", "--warmup-epochs", "0", "--output", str(tmp_path / "runs"),
+            "--experiment", "digits"]
+    result = train_classifier(parse_train_args(argv))
     rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
-    best_row = max(rows, key=lambda r: r["top1"])
+    # the demo recipe evaluates and exports the EMA weights; 'best' is the best EMA epoch
+    best_row = max(rows, key=lambda r: r["ema_top1"])
     results_file = tmp_path / "val.json"
     run = subprocess.run([sys.executable, "tools/validate.py", "--checkpoint", str(result.run_dir), "--dataset",
                           "vitzoo/digits", "--data-dir", str(data), "-j", "0", "--device", "cpu",
@@ -46,17 +48,18 @@ def test_validate_reproduces_the_reported_digits_top1(tmp_path):
     assert run.returncode == 0, run.stderr
     printed = json.loads(run.stdout)
     assert printed == json.loads(results_file.read_text())
-    assert printed["images"] == 360 and printed["input_size"] == [3, 32, 32] and printed["weights"] == "model"
-    assert printed["top1"] == pytest.approx(best_row["top1"], abs=1e-9)
-    assert printed["loss"] == pytest.approx(best_row["val_loss"], rel=1e-5)
-    assert best_row["top1"] > 20  # two epochs of a 0.02 M-parameter model already beat chance (10 %)
+    assert printed["images"] == 360 and printed["input_size"] == [3, 32, 32] and printed["weights"] == "ema"
+    # results carry 4 decimals, as timm's validate.py
+    assert printed["top1"] == pytest.approx(best_row["ema_top1"], abs=5e-5)
+    assert printed["loss"] == pytest.approx(best_row["ema_val_loss"], rel=1e-5)
+    assert max(r["top1"] for r in rows) > 20  # two epochs of a 0.02 M-parameter model already beat chance (10 %)
 
     # the API other tools use (e.g. LiT's class-consistency check) labels raw [0, 1] tensors the same way
     classifier = load_classifier(result.run_dir)
     images, labels = _folder_images(data / "val", classifier.classes)
     assert classifier.classes == [str(d) for d in range(10)]
     accuracy = 100.0 * (classifier.predict(images) == labels).double().mean().item()
-    assert accuracy == pytest.approx(best_row["top1"], abs=1e-9)
+    assert accuracy == pytest.approx(best_row["ema_top1"], abs=1e-9)
     grey = classifier.predict(images[:, :1])  # one channel is repeated to RGB
     assert torch.equal(grey, classifier.predict(images[:, :1].expand(-1, 3, -1, -1)))
     with pytest.raises(ValueError, match=r"expected images \[B, 1 or 3, H, W\]"):
@@ -103,7 +106,7 @@ def test_official_checkpoint_goes_through_the_family_converter(folder, tmp_path,
                  "--data-dir", str(folder), "--split", "val", "-j", "0", "--device", "cpu", "--img-size", "16"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["weights"] == "official" and result["images"] == 12 and result["crop_pct"] == 0.875
-    assert result["top1"] == pytest.approx(_independent_top1(model, folder, 16, 0.875), abs=1e-9)
+    assert result["top1"] == pytest.approx(_independent_top1(model, folder, 16, 0.875), abs=5e-5)
 
     assert main(["validate", "--checkpoint", str(path), "--data-dir", str(folder), "--device", "cpu"]) == 2
     assert "pass --model NAME" in capsys.readouterr().err
@@ -119,4 +122,4 @@ def test_validate_at_another_resolution(folder, tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["input_size"] == [3, 24, 24] and result["crop_pct"] == 1.0 and result["images"] == 12
     classifier = load_classifier(tmp_path / "run" / "last.state.pt")
-    assert result["top1"] == pytest.approx(_independent_top1(classifier.model, folder, 24, 1.0), abs=1e-9)
+    assert result["top1"] == pytest.approx(_independent_top1(classifier.model, folder, 24, 1.0), abs=5e-5)

@@ -24,23 +24,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from accelerate import PartialState
+
     from vitzoo.train.classification import resolve_train_args, train_classifier
     from vitzoo.train.runtime import configure_logging
 
-    configure_logging()
+    is_main = PartialState().is_main_process
+    configure_logging(is_main)
     result = train_classifier(resolve_train_args(args))
-    if result.world_size > 1:
-        import torch.distributed as dist
-
-        if dist.is_initialized() and dist.get_rank() != 0:
-            return 128 + result.stopped_by_signal if result.stopped_by_signal else 0
+    if not is_main:
+        return 128 + result.stopped_by_signal if result.stopped_by_signal else 0
     if result.stopped_by_signal:
         print(f"stopped by signal {result.stopped_by_signal}; resume with: vitzoo train --resume {result.run_dir}")
         return 128 + result.stopped_by_signal
     metrics = result.last_metrics
-    key = ("ema_" if "ema_top1" in metrics else "") + "top1"
     if metrics:
-        print(f"validation top-1 {metrics[key]:.2f}% (last epoch {metrics['epoch']}), "
+        key = "ema_top1" if "ema_top1" in metrics else "top1"
+        weights = "EMA weights" if key == "ema_top1" else "weights"
+        print(f"validation top-1 {metrics[key]:.2f}% ({weights}, last epoch {metrics['epoch']}); "
               f"best {result.eval_metric} {result.best_value:.4g} at epoch {result.best_epoch}")
     print(f"curves:     {result.curves}")
     print(f"checkpoint: {result.best_checkpoint or result.last_checkpoint}")

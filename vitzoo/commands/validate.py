@@ -20,10 +20,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
+    from accelerate import PartialState
+
     from vitzoo.train.evaluation import validate
     from vitzoo.train.runtime import configure_logging
 
-    configure_logging()
+    is_main = PartialState().is_main_process
+    configure_logging(is_main)
     result = validate(args)
-    print(json.dumps(result, indent=1))
+    if is_main:
+        print(json.dumps(result, indent=1))
     return 0

@@ -61,7 +61,7 @@ def build_digits_imagefolder(root: Optional[Union[str, Path]] = None, *, size: i
     if root.exists():
         if not manifest.is_file():
             raise DatasetError(f"{root} exists but is not a vitzoo digits folder (no {_MANIFEST}); "
-                                  f"choose another --data-dir")
+                               f"choose another --data-dir")
         found = json.loads(manifest.read_text())
         if {k: found.get(k) for k in expected} != expected:
             raise DatasetError(f"{root} holds digits built with other settings ({found}); expected {expected}")

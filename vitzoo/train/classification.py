@@ -62,13 +62,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--train-split", metavar="NAME", default="train")
     group.add_argument("--val-split", metavar="NAME", default="validation", help="also finds val/, valid/, eval/")
     group.add_argument("-j", "--workers", type=int, default=4, metavar="N", help="data loading processes per rank")
-    group.add_argument("--pin-mem", action="store_true", default=False)
+    group.add_argument("--pin-mem", action=argparse.BooleanOptionalAction, default=False)
 
     group = parser.add_argument_group("model")
     group.add_argument("--model", metavar="NAME", default=None, help="a registered model (vitzoo or timm)")
     group.add_argument("--model-kwargs", nargs="*", default={}, action=ParseKwargs,
                        help="constructor keyword arguments, key=value (in YAML: a mapping)")
-    group.add_argument("--pretrained", action="store_true", default=False,
+    group.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=False,
                        help="start from the model's pretrained cfg weights")
     group.add_argument("--initial-checkpoint", metavar="PATH", default="",
                        help="start from these weights (official .pth through the family converter, or safetensors)")
@@ -87,11 +87,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("-vb", "--validation-batch-size", type=int, default=None, metavar="N")
     group.add_argument("--grad-accum-steps", type=int, default=1, metavar="N",
                        help="micro-batches per optimizer update")
-    group.add_argument("--channels-last", action="store_true", default=False)
-    group.add_argument("--grad-checkpointing", action="store_true", default=False)
+    group.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False)
+    group.add_argument("--grad-checkpointing", action=argparse.BooleanOptionalAction, default=False)
     group.add_argument("--torchcompile", nargs="?", const="inductor", default=None, metavar="BACKEND",
                        help="torch.compile the model (backend, default inductor)")
-    group.add_argument("--sync-bn", action="store_true", default=False, help="SyncBatchNorm across processes")
+    group.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=False, help="SyncBatchNorm across processes")
 
     group = parser.add_argument_group("optimizer")
     group.add_argument("--opt", default="adamw", metavar="OPTIMIZER", help="a timm optimizer name")
@@ -105,7 +105,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
     group = parser.add_argument_group("learning-rate schedule")
     group.add_argument("--sched", default="cosine", metavar="SCHEDULER")
-    group.add_argument("--sched-on-updates", action="store_true", default=False, help="step the schedule every update")
+    group.add_argument("--sched-on-updates", action=argparse.BooleanOptionalAction, default=False, help="step the schedule every update")
     group.add_argument("--lr", type=float, default=None, help="learning rate (default: from --lr-base)")
     group.add_argument("--lr-base", type=float, default=5e-4, help="learning rate at a global batch of --lr-base-size")
     group.add_argument("--lr-base-size", type=int, default=512)
@@ -115,7 +115,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--min-lr", type=float, default=1e-5)
     group.add_argument("--epochs", type=int, default=300)
     group.add_argument("--warmup-epochs", type=int, default=5)
-    group.add_argument("--warmup-prefix", action="store_true", default=False)
+    group.add_argument("--warmup-prefix", action=argparse.BooleanOptionalAction, default=False)
     group.add_argument("--cooldown-epochs", type=int, default=0)
     group.add_argument("--decay-epochs", type=float, default=90)
     group.add_argument("--decay-milestones", type=int, nargs="+", default=[90, 180, 270])
@@ -123,7 +123,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--patience-epochs", type=int, default=10)
 
     group = parser.add_argument_group("augmentation and regularisation")
-    group.add_argument("--no-aug", action="store_true", default=False)
+    group.add_argument("--no-aug", action=argparse.BooleanOptionalAction, default=False)
     group.add_argument("--scale", type=float, nargs=2, default=[0.08, 1.0], help="random-resized-crop area range")
     group.add_argument("--ratio", type=float, nargs=2, default=[3.0 / 4.0, 4.0 / 3.0])
     group.add_argument("--hflip", type=float, default=0.5)
@@ -147,16 +147,16 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--drop-path", type=float, default=None, help="stochastic depth (model default if unset)")
 
     group = parser.add_argument_group("model EMA")
-    group.add_argument("--model-ema", action="store_true", default=False)
+    group.add_argument("--model-ema", action=argparse.BooleanOptionalAction, default=False)
     group.add_argument("--model-ema-decay", type=float, default=0.9998)
-    group.add_argument("--model-ema-warmup", action="store_true", default=False)
+    group.add_argument("--model-ema-warmup", action=argparse.BooleanOptionalAction, default=False)
     group.add_argument("--model-ema-ref-batch", type=int, default=None,
                        help="vitzoo: the decay is given for this global batch; use decay**(batch/ref) (DeiT-style)")
 
     group = parser.add_argument_group("run")
     group.add_argument("--seed", type=int, default=42)
     group.add_argument("--device", default="", help="'cpu' forces the CPU; default: accelerate's choice")
-    group.add_argument("--amp", action="store_true", default=False, help="mixed precision (through accelerate)")
+    group.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False, help="mixed precision (through accelerate)")
     group.add_argument("--amp-dtype", default="float16", choices=["float16", "bfloat16"])
     group.add_argument("--output", default="runs", metavar="DIR", help="parent folder of run directories")
     group.add_argument("--experiment", default="", metavar="NAME", help="run directory name (default: time-model-size)")
@@ -207,7 +207,7 @@ class TrainResult:
     """What a finished (or stopped) run reports."""
 
     run_dir: Path
-    eval_metric: str
+    eval_metric: str  # the metric that decides 'best' (``ema_top1`` when EMA is on)
     best_value: Optional[float]
     best_epoch: Optional[int]
     last_metrics: dict[str, Any]
@@ -227,7 +227,9 @@ def _data_root(args: argparse.Namespace, accelerator) -> Path:
     return Path(args.data_dir)
 
 
-def _create_model(args: argparse.Namespace, num_classes: int):
+def _create_model(args: argparse.Namespace, num_classes: int, *, load_weights: bool = True):
+    """The model of ``args``; ``load_weights=False`` skips --pretrained / --initial-checkpoint (a resume
+    overwrites them anyway, and their file may be gone by then)."""
     import timm
 
     from ..models import check_model_name
@@ -242,9 +244,10 @@ def _create_model(args: argparse.Namespace, num_classes: int):
         kwargs["drop_path_rate"] = args.drop_path
     if args.gp:
         kwargs["global_pool"] = args.gp
-    if args.initial_checkpoint:
+    if args.initial_checkpoint and load_weights:
         kwargs["pretrained_cfg_overlay"] = dict(file=args.initial_checkpoint)
-    return timm.create_model(args.model, pretrained=bool(args.pretrained or args.initial_checkpoint), **kwargs)
+    pretrained = load_weights and bool(args.pretrained or args.initial_checkpoint)
+    return timm.create_model(args.model, pretrained=pretrained, **kwargs)
 
 
 def _resolve_lr(args: argparse.Namespace, global_batch: int) -> float:
@@ -290,7 +293,7 @@ class ClassificationTrainer:
             state = Checkpointer.load(args.resume)
             check_resume_compatible(state.get("metadata", {}), self._identity(), args.resume)
 
-        model = _create_model(args, num_classes)
+        model = _create_model(args, num_classes, load_weights=state is None)
         if state is not None:
             from ..models._checkpoint import load_state_dict_checked
 
@@ -337,11 +340,6 @@ class ClassificationTrainer:
 
         self.global_batch = args.batch_size * accelerator.num_processes * args.grad_accum_steps
         self.lr = _resolve_lr(args, self.global_batch)
-        self.ema = None
-        if args.model_ema:
-            decay = effective_ema_decay(args.model_ema_decay, ref_batch=args.model_ema_ref_batch,
-                                        global_batch=self.global_batch)
-            self.ema = create_model_ema(model, decay, warmup=args.model_ema_warmup)
         optimizer = create_optimizer_v2(model, **dict(optimizer_kwargs(args), lr=self.lr))
         self.scheduler, self.num_epochs = create_scheduler_v2(optimizer, **scheduler_kwargs(args),
                                                               updates_per_epoch=self.updates_per_epoch)
@@ -349,12 +347,19 @@ class ClassificationTrainer:
             model = torch.compile(model, backend=args.torchcompile)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         self.val_loader = accelerator.prepare(self.val_loader)
+        self.ema = None
+        if args.model_ema:
+            # after prepare: DDP has broadcast rank 0's initial weights, so every rank averages the same model
+            decay = effective_ema_decay(args.model_ema_decay, ref_batch=args.model_ema_ref_batch,
+                                        global_batch=self.global_batch)
+            self.ema = create_model_ema(self.base_model, decay, warmup=args.model_ema_warmup)
 
         self.progress = Progress(world_size=accelerator.num_processes, batch_size=args.batch_size)
         self.run_dir = self._run_dir(resuming=state is not None)
         self.checkpointer = Checkpointer(self.run_dir, metric=args.eval_metric,
                                          mode="min" if args.eval_metric == "loss" else "max")
         self._rng_to_restore = None
+        self._epoch_images_per_second = 0.0
         self.best_epoch: Optional[int] = None
         # with EMA on, its weights are evaluated, exported and decide 'best' (as in timm)
         self.decision_key = ("ema_" if self.ema is not None else "") + args.eval_metric
@@ -466,8 +471,9 @@ class ClassificationTrainer:
         loader = accelerator.skip_first_batches(self.train_loader, start) if start else self.train_loader
         bar = EpochProgress(self.batches_per_epoch, f"train {epoch + 1}/{self.num_epochs}", initial=start,
                             enabled=self.is_main, world_size=accelerator.num_processes)
-        loss_sum = torch.zeros((), device=accelerator.device, dtype=torch.float64)
-        skipped = torch.zeros((), device=accelerator.device, dtype=torch.int64)
+        # float32 running sums on the device (no per-step host sync; float64 is missing on some backends)
+        loss_sum = torch.zeros((), device=accelerator.device)
+        skipped = torch.zeros((), device=accelerator.device)
         images_seen, started = 0, time.perf_counter()
         try:
             for batch_index, (images, targets, batch_skipped) in enumerate(loader, start=start):
@@ -488,7 +494,7 @@ class ClassificationTrainer:
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
                 loss = loss.detach()
-                loss_sum += loss.double() * images.shape[0]
+                loss_sum += loss.float() * images.shape[0]
                 skipped += batch_skipped.sum().to(skipped.device)
                 images_seen += images.shape[0]
                 bar.step(images.shape[0])
@@ -503,9 +509,7 @@ class ClassificationTrainer:
                     self.on_update(progress.update_step, loss)
                 if progress.update_step % args.log_interval == 0 or progress.batch_in_epoch == self.batches_per_epoch:
                     bar.report(loss=float(loss), lr=self.optimizer.param_groups[0]["lr"])
-                if stop:
-                    accelerator.set_trigger()
-                if accelerator.check_trigger():
+                if self._should_stop(stop, progress.update_step):
                     self._accumulate_epoch(loss_sum, skipped, images_seen, time.perf_counter() - started)
                     return stop.signal_number or signal_module.SIGTERM
         finally:
@@ -513,13 +517,22 @@ class ClassificationTrainer:
         self._accumulate_epoch(loss_sum, skipped, images_seen, time.perf_counter() - started)
         return None
 
+    def _should_stop(self, stop, update_step: int) -> bool:
+        """Whether any process received SIGINT/SIGTERM. With several processes the flags are combined by an
+        all-reduce every ``--log-interval`` updates (it syncs the host), so all ranks stop at the same update."""
+        accelerator = self.accelerator
+        if accelerator.num_processes == 1:
+            return bool(stop)
+        if stop:
+            accelerator.set_trigger()
+        return update_step % self.args.log_interval == 0 and accelerator.check_trigger()
+
     def _accumulate_epoch(self, loss_sum: torch.Tensor, skipped: torch.Tensor, images: int, seconds: float) -> None:
-        totals = self.accelerator.reduce(torch.stack([loss_sum, skipped.double(),
-                                                      torch.tensor(float(images), device=loss_sum.device,
-                                                                   dtype=torch.float64)]), reduction="sum")
+        totals = self.accelerator.reduce(
+            torch.stack([loss_sum, skipped, torch.tensor(float(images), device=loss_sum.device)]), reduction="sum")
         self.progress.epoch_loss_sum += float(totals[0])
         self.progress.epoch_samples += int(totals[2])
-        self._epoch_skipped = getattr(self, "_epoch_skipped", 0) + int(totals[1])
+        self.progress.epoch_skipped += int(totals[1])
         self._epoch_images_per_second = float(totals[2]) / max(seconds, 1e-9)
 
     def _save(self, row: Optional[dict[str, Any]] = None) -> None:
@@ -557,7 +570,6 @@ class ClassificationTrainer:
         with graceful_stop() as stop:
             for epoch in range(self.progress.epoch, self.num_epochs):
                 self.progress.epoch = epoch
-                self._epoch_skipped = 0
                 stopped_by = self._train_epoch(epoch, stop)
                 if stopped_by is not None:
                     self._save()
@@ -573,12 +585,12 @@ class ClassificationTrainer:
                     row.update(ema_val_loss=ema_metrics["loss"], ema_top1=ema_metrics["top1"],
                                ema_top5=ema_metrics["top5"])
                 row.update(lr=self.optimizer.param_groups[0]["lr"], images_per_second=self._epoch_images_per_second,
-                           skipped_images=self._epoch_skipped + metrics["skipped"])
+                           skipped_images=self.progress.epoch_skipped + metrics["skipped"])
                 if row["skipped_images"]:
                     _logger.warning("epoch %d: %d unreadable image(s) skipped", epoch, row["skipped_images"])
                 self.scheduler.step(epoch + 1, row[self.decision_key])
                 self.progress = dataclasses.replace(self.progress, epoch=epoch + 1, batch_in_epoch=0,
-                                                    epoch_loss_sum=0.0, epoch_samples=0)
+                                                    epoch_loss_sum=0.0, epoch_samples=0, epoch_skipped=0)
                 last_metrics = row
                 self._save(row)
                 if self.is_main:
@@ -594,7 +606,7 @@ class ClassificationTrainer:
         accelerator.wait_for_everyone()
         best = self.run_dir / "best.safetensors"
         return TrainResult(
-            run_dir=self.run_dir, eval_metric=args.eval_metric, best_value=self.checkpointer.best,
+            run_dir=self.run_dir, eval_metric=self.decision_key, best_value=self.checkpointer.best,
             best_epoch=self.best_epoch, last_metrics=last_metrics, curves=curves,
             best_checkpoint=best if best.exists() else None,
             last_checkpoint=self.run_dir / "last.safetensors", epochs_completed=self.progress.epoch,

@@ -26,7 +26,8 @@ def effective_ema_decay(decay: float, *, ref_batch: Optional[int] = None, global
 
 def create_model_ema(model: nn.Module, decay: float, *, warmup: bool = False,
                      device: Optional[torch.device | str] = None):
-    """A ``timm.utils.ModelEmaV3`` copy of ``model`` (create it before wrapping the model for DDP).
+    """A ``timm.utils.ModelEmaV3`` copy of ``model`` (the unwrapped module; create it once the weights are
+    the same on every process, e.g. after ``accelerator.prepare``).
 
     Args:
         model: the unwrapped model, already on its device.

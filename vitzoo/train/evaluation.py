@@ -277,7 +277,11 @@ def validate(args: argparse.Namespace) -> dict[str, Any]:
         if args.num_classes is not None:
             kwargs["num_classes"] = args.num_classes
         if checkpoint is not None:
-            kwargs["pretrained_cfg_overlay"] = dict(file=str(checkpoint))
+            # the cfg's class count is the checkpoint's: its classifier is evaluated, never dropped
+            overlay = dict(file=str(checkpoint))
+            if args.num_classes is not None:
+                overlay["num_classes"] = args.num_classes
+            kwargs["pretrained_cfg_overlay"] = overlay
         model_name = args.model
         model = timm.create_model(model_name, pretrained=checkpoint is not None or args.pretrained, **kwargs)
         classes = folder_classes

@@ -37,8 +37,8 @@ class Progress:
         epoch: the epoch in progress, or the next one when ``batch_in_epoch`` is 0.
         batch_in_epoch: batches of ``epoch`` already trained (per process).
         update_step: optimizer updates so far (drives the scheduler and the EMA warmup).
-        epoch_loss_sum, epoch_samples: running training loss of the current epoch, so a resumed epoch
-            reports the same average as an uninterrupted one.
+        epoch_loss_sum, epoch_samples, epoch_skipped: running sums of the current epoch (training loss,
+            images, unreadable files), so a resumed epoch reports what an uninterrupted one would.
         world_size, batch_size: the process count and per-process batch the position refers to.
     """
 
@@ -47,6 +47,7 @@ class Progress:
     update_step: int = 0
     epoch_loss_sum: float = 0.0
     epoch_samples: int = 0
+    epoch_skipped: int = 0
     world_size: int = 1
     batch_size: int = 0
 
