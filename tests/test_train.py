@@ -17,6 +17,7 @@ from vitzoo.cli import main
 from vitzoo.train import Checkpointer
 from vitzoo.train.classification import ClassificationTrainer, parse_train_args, train_classifier
 from vitzoo.train.config import ConfigError
+from vitzoo.train.runtime import LaunchError, make_accelerator
 
 TINY_MODEL = ["--model", "vzvit_tiny", "--model-kwargs", "embed_dim=16", "depth=1", "num_heads=2", "patch_size=4",
               "img_size=16", "mixer=linear", "--img-size", "16"]
@@ -220,3 +221,11 @@ def test_two_processes_through_accelerate_split_the_data_and_stay_in_sync(data, 
     assert ranks[0]["checksum"] == ranks[1]["checksum"]
     rows = (tmp_path / "runs" / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 1 and json.loads(rows[0])["top1"] >= 0
+
+
+def test_a_launch_whose_processes_would_train_alone_is_refused(monkeypatch):
+    make_accelerator(device="cpu")  # this process's accelerate state: one process
+    # what `accelerate launch` leaves in the environment when its processes do not join one group
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(LaunchError, match="started 2 processes .* but accelerate set up 1 .* each would train alone"):
+        make_accelerator(device="cpu")

@@ -24,12 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from accelerate import PartialState
-
     from vitzoo.train.classification import resolve_train_args, train_classifier
-    from vitzoo.train.runtime import configure_logging
+    from vitzoo.train.runtime import configure_logging, is_main_process
 
-    is_main = PartialState().is_main_process
+    is_main = is_main_process()
     configure_logging(is_main)
     result = train_classifier(resolve_train_args(args))
     if not is_main:

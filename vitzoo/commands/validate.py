@@ -20,12 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from accelerate import PartialState
-
     from vitzoo.train.evaluation import validate
-    from vitzoo.train.runtime import configure_logging
+    from vitzoo.train.runtime import configure_logging, is_main_process
 
-    is_main = PartialState().is_main_process
+    is_main = is_main_process()
     configure_logging(is_main)
     result = validate(args)
     if is_main:
