@@ -172,7 +172,12 @@ def test_interrupted_checkpoint_write_keeps_a_loadable_checkpoint(data, tmp_path
     assert state["progress"]["epoch"] == 1  # the previous checkpoint, whole
     load_file(str(run / "last.safetensors"))
     monkeypatch.setattr(torch, "save", real_save)
-    assert _run(["--resume", str(run)]).epochs_completed == 2
+    # the run directory may move between the crash and the resume: the run continues where it now is
+    moved = tmp_path / "elsewhere" / "moved"
+    moved.parent.mkdir()
+    run.rename(moved)
+    resumed = _run(["--resume", str(moved)])
+    assert resumed.epochs_completed == 2 and resumed.run_dir == moved and not run.exists()
 
 
 def test_corrupt_images_are_skipped_and_counted_in_the_metrics(tmp_path, caplog):

@@ -21,9 +21,10 @@ Engines built on them:
 from .checkpoint import Checkpointer, capture_rng_state, restore_rng_state
 from .config import ConfigError, enable_config_file, load_config, resolve_args, save_args
 from .ema import create_model_ema, effective_ema_decay
+from .evaluation import TrainedClassifier, evaluate, load_classifier
 from .metrics import MetricsLogger
 from .progress import EpochProgress
-from .runtime import configure_logging, make_accelerator
+from .runtime import LaunchError, configure_logging, make_accelerator
 from .signals import StopRequested, graceful_stop
 from .state import (Progress, ResumeError, check_resume_compatible, gather_rng_states, restore_process_rng,
                     restore_training_state, training_state)
@@ -32,18 +33,22 @@ __all__ = [
     "Checkpointer",
     "ConfigError",
     "EpochProgress",
+    "LaunchError",
     "MetricsLogger",
     "Progress",
     "ResumeError",
     "StopRequested",
+    "TrainedClassifier",
     "capture_rng_state",
     "check_resume_compatible",
     "configure_logging",
     "create_model_ema",
     "effective_ema_decay",
     "enable_config_file",
+    "evaluate",
     "gather_rng_states",
     "graceful_stop",
+    "load_classifier",
     "load_config",
     "make_accelerator",
     "resolve_args",

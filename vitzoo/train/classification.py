@@ -166,15 +166,18 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resume_base_args(resume: str) -> dict[str, Any]:
-    """The flags saved by the run being resumed: ``args.yaml`` beside the checkpoint, else its state file."""
+    """The flags saved by the run being resumed (``args.yaml`` beside the checkpoint, else its state file),
+    with the run directory set to where the checkpoint is now (the folder may have been moved)."""
     import yaml
 
     path = Path(resume)
     folder = path if path.is_dir() else path.parent
     saved = folder / "args.yaml"
     if saved.is_file():
-        return yaml.safe_load(saved.read_text()) or {}
-    return dict(Checkpointer.load(path).get("args") or {})
+        values = yaml.safe_load(saved.read_text()) or {}
+    else:
+        values = dict(Checkpointer.load(path).get("args") or {})
+    return dict(values, output=str(folder.parent), experiment=folder.name)
 
 
 def resolve_train_args(args: argparse.Namespace) -> argparse.Namespace:
