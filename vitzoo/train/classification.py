@@ -91,7 +91,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--grad-checkpointing", action=argparse.BooleanOptionalAction, default=False)
     group.add_argument("--torchcompile", nargs="?", const="inductor", default=None, metavar="BACKEND",
                        help="torch.compile the model (backend, default inductor)")
-    group.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=False, help="SyncBatchNorm across processes")
+    group.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=False,
+                       help="SyncBatchNorm across processes")
 
     group = parser.add_argument_group("optimizer")
     group.add_argument("--opt", default="adamw", metavar="OPTIMIZER", help="a timm optimizer name")
@@ -105,7 +106,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
     group = parser.add_argument_group("learning-rate schedule")
     group.add_argument("--sched", default="cosine", metavar="SCHEDULER")
-    group.add_argument("--sched-on-updates", action=argparse.BooleanOptionalAction, default=False, help="step the schedule every update")
+    group.add_argument("--sched-on-updates", action=argparse.BooleanOptionalAction, default=False,
+                       help="step the schedule every update")
     group.add_argument("--lr", type=float, default=None, help="learning rate (default: from --lr-base)")
     group.add_argument("--lr-base", type=float, default=5e-4, help="learning rate at a global batch of --lr-base-size")
     group.add_argument("--lr-base-size", type=int, default=512)
@@ -156,7 +158,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("run")
     group.add_argument("--seed", type=int, default=42)
     group.add_argument("--device", default="", help="'cpu' forces the CPU; default: accelerate's choice")
-    group.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False, help="mixed precision (through accelerate)")
+    group.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
+                       help="mixed precision (through accelerate)")
     group.add_argument("--amp-dtype", default="float16", choices=["float16", "bfloat16"])
     group.add_argument("--output", default="runs", metavar="DIR", help="parent folder of run directories")
     group.add_argument("--experiment", default="", metavar="NAME", help="run directory name (default: time-model-size)")
@@ -370,7 +373,8 @@ class ClassificationTrainer:
             self._resume(state)
         self.metrics = MetricsLogger(self.run_dir) if self.is_main else None
         if self.is_main:
-            save_args(args, self.run_dir / "args.yaml")
+            # without 'resume', so `-c args.yaml` repeats the run instead of continuing this one
+            save_args(argparse.Namespace(**dict(vars(args), resume="")), self.run_dir / "args.yaml")
         _logger.info("model %s (%.2f M params), %d classes, %d train / %d val images, global batch %d, lr %.3g, "
                      "%d epochs of %d updates", args.model, sum(p.numel() for p in self.base_model.parameters()) / 1e6,
                      num_classes, len(self.train_set), len(self.val_set), self.global_batch, self.lr,
@@ -522,13 +526,16 @@ class ClassificationTrainer:
 
     def _should_stop(self, stop, update_step: int) -> bool:
         """Whether any process received SIGINT/SIGTERM. With several processes the flags are combined by an
-        all-reduce every ``--log-interval`` updates (it syncs the host), so all ranks stop at the same update."""
+        all-reduce every ``--log-interval`` updates and at the end of each epoch (it syncs the host), so all
+        ranks stop at the same update."""
         accelerator = self.accelerator
         if accelerator.num_processes == 1:
             return bool(stop)
         if stop:
             accelerator.set_trigger()
-        return update_step % self.args.log_interval == 0 and accelerator.check_trigger()
+        at_check = (update_step % self.args.log_interval == 0
+                    or self.progress.batch_in_epoch == self.batches_per_epoch)
+        return at_check and accelerator.check_trigger()
 
     def _accumulate_epoch(self, loss_sum: torch.Tensor, skipped: torch.Tensor, images: int, seconds: float) -> None:
         totals = self.accelerator.reduce(
