@@ -46,7 +46,8 @@ def _reference(mixer, x, size, prefix):
     q, k, v, gate = mixer.qkvo(x).chunk(4, dim=-1)
     lepe = torch.zeros_like(v)
     image = v[:, prefix:].transpose(1, 2).reshape(batch, dim, *size)
-    lepe[:, prefix:] = F.conv2d(image, mixer.lepe.weight, mixer.lepe.bias, padding=2, groups=dim).flatten(2).transpose(1, 2)
+    lepe_map = F.conv2d(image, mixer.lepe.weight, mixer.lepe.bias, padding=2, groups=dim)
+    lepe[:, prefix:] = lepe_map.flatten(2).transpose(1, 2)
     q, k, v = (t.reshape(batch, tokens, heads, head_dim).transpose(1, 2) for t in (q, k, v))
 
     def rotate(t):
@@ -98,7 +99,8 @@ def test_mala_weights_sum_to_one_without_rope_and_are_magnitude_aware():
     doubled = mixer.attend(_phi_inverse(2 * q), _phi_inverse(k), v, no_rotation)
     assert not torch.allclose(out, doubled, atol=1e-3)
     # ordinary normalised linear attention cannot see the query's magnitude
-    torch.testing.assert_close(ops.linear_attention_naive(q, k, v, eps=0.0), ops.linear_attention_naive(2 * q, k, v, eps=0.0))
+    torch.testing.assert_close(ops.linear_attention_naive(q, k, v, eps=0.0),
+                               ops.linear_attention_naive(2 * q, k, v, eps=0.0))
 
 
 def test_rala_alpha_reweights_keys():

@@ -49,7 +49,8 @@ def _record(model, x):
     for i, stage in enumerate(model.stages):
         handles.append(stage.register_forward_hook(lambda m, inp, o, i=i: seen.__setitem__(f"blocks_out{i}", o)))
         if i > 0:
-            handles.append(stage.downsample.register_forward_hook(lambda m, inp, o, i=i: seen.__setitem__(f"feat{i - 1}", o)))
+            handles.append(stage.downsample.register_forward_hook(
+                lambda m, inp, o, i=i: seen.__setitem__(f"feat{i - 1}", o)))
     with torch.no_grad():
         features = model.forward_features(x)
         seen["pre_logits"] = model.forward_head(features, pre_logits=True)[:, :, None, None]
@@ -82,7 +83,8 @@ def test_detection_backbone_matches_official(family, arch, tmp_path):
     """An mmdet-style checkpoint (backbone.* + neck/heads, under 'state_dict') into features_only."""
     case = golden_case(family, "det_tiny")
     weights = {f"backbone.{k}": v for k, v in case.weights.items()}
-    weights.update({"neck.lateral_convs.0.conv.weight": torch.zeros(4, 16, 1, 1), "rpn_head.rpn_cls.bias": torch.zeros(3)})
+    weights.update({"neck.lateral_convs.0.conv.weight": torch.zeros(4, 16, 1, 1),
+                    "rpn_head.rpn_cls.bias": torch.zeros(3)})
     path = tmp_path / "det.pth"
     torch.save({"meta": {"epoch": 12}, "state_dict": weights, "optimizer": {"state": {}}}, path)
     backbone = timm.create_model(arch, features_only=True, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
@@ -107,14 +109,16 @@ def test_features_without_extra_norms_are_the_stage_outputs(family, arch, tmp_pa
     kwargs = _tiny_kwargs(case.meta)
     kwargs.pop("projection")
     overlay = dict(file=str(path))
-    raw = timm.create_model(arch, features_only=True, extra_norms=False, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
+    raw = timm.create_model(arch, features_only=True, extra_norms=False, pretrained=True,
+                            pretrained_cfg_overlay=overlay, **kwargs)
     normed = timm.create_model(arch, features_only=True, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
     torch.testing.assert_close(normed.model.extra_norms[2].weight, torch.ones(48))
     with torch.no_grad():
         raw_outs, normed_outs = raw.eval()(case.io["input"]), normed.eval()(case.io["input"])
     for i in range(4):
         torch.testing.assert_close(raw_outs[i], case.io[f"blocks_out{i}"], **TOL)
-        expected = torch.nn.functional.layer_norm(case.io[f"blocks_out{i}"].permute(0, 2, 3, 1), (raw_outs[i].shape[1],), eps=1e-6)
+        channels_last = case.io[f"blocks_out{i}"].permute(0, 2, 3, 1)
+        expected = torch.nn.functional.layer_norm(channels_last, (channels_last.shape[-1],), eps=1e-6)
         torch.testing.assert_close(normed_outs[i], expected.permute(0, 3, 1, 2), **TOL)
 
 
@@ -133,7 +137,8 @@ def test_weights_are_model_not_ema(tmp_path):
     ema = timm.create_model("ravlt_s", **config["kwargs"]).eval()
     path = tmp_path / "official.pth"
     write_official_checkpoint(path, {"model": source.state_dict(), "model_ema": ema.state_dict()})
-    loaded = timm.create_model("ravlt_s", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **config["kwargs"]).eval()
+    loaded = timm.create_model("ravlt_s", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
+                               **config["kwargs"]).eval()
     x = torch.randn(1, *config["input_size"])
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), source(x))
@@ -158,8 +163,8 @@ def test_convert_cli_writes_loadable_safetensors(tmp_path):
     classes = kwargs.pop("num_classes")
     assert main(["convert", "ravlt_t", str(official), str(out), "--num-classes", str(classes),
                  "--model-kwargs", json.dumps(kwargs)]) == 0
-    model = timm.create_model("ravlt_t", pretrained=True, pretrained_cfg_overlay=dict(file=str(out), num_classes=classes),
-                              num_classes=classes, **kwargs)
+    overlay = dict(file=str(out), num_classes=classes)
+    model = timm.create_model("ravlt_t", pretrained=True, pretrained_cfg_overlay=overlay, num_classes=classes, **kwargs)
     with torch.no_grad():
         torch.testing.assert_close(model.eval()(case.io["input"]), case.io["logits"], **TOL)
 
@@ -170,8 +175,8 @@ def test_convert_cli_writes_loadable_safetensors(tmp_path):
     backbone_kwargs = dict(_tiny_kwargs(det.meta), projection=0, extra_norms=True)
     assert main(["convert", "ravlt_t", str(official), str(out), "--num-classes", "0",
                  "--model-kwargs", json.dumps(backbone_kwargs)]) == 0
-    backbone = timm.create_model("ravlt_t", features_only=True, pretrained=True, pretrained_cfg_overlay=dict(file=str(out)),
-                                 **_tiny_kwargs(det.meta)).eval()
+    backbone = timm.create_model("ravlt_t", features_only=True, pretrained=True,
+                                 pretrained_cfg_overlay=dict(file=str(out)), **_tiny_kwargs(det.meta)).eval()
     with torch.no_grad():
         torch.testing.assert_close(backbone(det.io["input"])[3], det.io["out3"], **TOL)
 

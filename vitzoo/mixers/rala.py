@@ -66,7 +66,8 @@ class GatedRopeAttention(TokenMixer):
         self.num_heads = num_heads
         self.head_dim = check_heads(dim, num_heads)
         if self.head_dim % 4:
-            raise ValueError(f"2-D RoPE needs a head width divisible by 4; dim {dim} / {num_heads} heads = {self.head_dim}")
+            raise ValueError(f"2-D RoPE needs a head width divisible by 4; dim {dim} / {num_heads} heads "
+                             f"= {self.head_dim}")
         self.scale = self.head_dim ** -0.5
         self.rope_base = rope_base
         self.qkvo = nn.Linear(dim, 4 * dim, bias=qkv_bias)
@@ -104,7 +105,8 @@ class GatedRopeAttention(TokenMixer):
         return self.proj_drop(self.proj((out + lepe) * gate))
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, num_heads={self.num_heads}, lepe_kernel={self.lepe.kernel_size[0]}, " + super().extra_repr()
+        return (f"dim={self.dim}, num_heads={self.num_heads}, lepe_kernel={self.lepe.kernel_size[0]}, "
+                + super().extra_repr())
 
 
 @register_mixer("rala")

@@ -266,7 +266,8 @@ class RAVLT(nn.Module):
         if global_pool not in ("avg", ""):
             raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
         if global_pool == "" and num_classes > 0:
-            raise ValueError("global_pool='' leaves a feature map; a classifier needs global_pool='avg' or num_classes=0")
+            raise ValueError("global_pool='' leaves a feature map; a classifier needs global_pool='avg' "
+                             "or num_classes=0")
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -440,7 +441,8 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) 
     return out
 
 
-def _fit_head_and_norms(out: dict[str, torch.Tensor], model: RAVLT, own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _fit_head_and_norms(out: dict[str, torch.Tensor], model: RAVLT,
+                        own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     has_extra_norms = any(key.startswith("extra_norms.") for key in out)
     has_projection = "proj.weight" in out
     if model.projection and not has_projection and has_extra_norms:
@@ -452,7 +454,8 @@ def _fit_head_and_norms(out: dict[str, torch.Tensor], model: RAVLT, own: dict[st
         _logger.info("dropping the checkpoint's head projection (proj.*, norm.*): the model has none")
         out = {key: value for key, value in out.items() if not _HEAD_PROJECTION.match(key)}
     if model.extra_norms is not None and not has_extra_norms:
-        _logger.info("classification checkpoint: extra_norms start at weight 1, bias 0 like the official detection backbone")
+        _logger.info("classification checkpoint: extra_norms start at weight 1, bias 0, "
+                     "like the official detection backbone")
         for key in own:
             if key.startswith("extra_norms."):
                 out[key] = torch.ones_like(own[key]) if key.endswith(".weight") else torch.zeros_like(own[key])
