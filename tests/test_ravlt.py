@@ -231,7 +231,9 @@ def test_features_only_any_size_including_detection_inputs():
     config = reduced_config("mavit_t")
     kwargs = {k: v for k, v in config["kwargs"].items() if k != "projection"}
     backbone = timm.create_model("mavit_t", features_only=True, out_indices=(1, 2, 3), **kwargs).eval()
-    assert not any(name.startswith(("proj", "norm.", "head")) for name, _ in backbone.model.named_parameters())
+    names = [name for name, _ in backbone.model.named_parameters()]
+    assert not any(name.startswith(("proj", "norm.", "head", "extra_norms.0.")) for name in names)
+    assert "extra_norms.1.weight" in names
     for height, width in [(800, 1333), (45, 61)]:
         with torch.no_grad():
             outs = backbone(torch.randn(1, 3, height, width))

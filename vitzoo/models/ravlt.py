@@ -373,15 +373,18 @@ class RAVLT(nn.Module):
 
     def prune_intermediate_layers(self, indices: Union[int, list[int]] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> list[int]:
-        """Drop the stages after the last wanted one and, with ``prune_head``, the head projection
-        and classifier. ``prune_norm`` has no separate effect: the head's BatchNorm belongs to the
-        head, and ``extra_norms`` are part of the stage outputs."""
+        """Drop the stages after the last wanted one, the ``extra_norms`` of stages not wanted (so no
+        parameter goes unused in training) and, with ``prune_head``, the head projection and classifier.
+        ``prune_norm`` has no separate effect: the head's BatchNorm belongs to the head, and
+        ``extra_norms`` are part of the stage outputs."""
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
         if not prune_head and max_index < len(self.stages) - 1:
             raise ValueError("the head projection needs the last stage; prune the head too (prune_head=True)")
         self.stages = self.stages[:max_index + 1]
         if self.extra_norms is not None:
-            self.extra_norms = self.extra_norms[:max_index + 1]
+            self.extra_norms = nn.ModuleList([
+                norm if i in take_indices else nn.Identity() for i, norm in enumerate(self.extra_norms[:max_index + 1])
+            ])
         if prune_head:
             self._build_head_projection(None)
             self.reset_classifier(0, "")
