@@ -45,7 +45,11 @@ MixerLayout = Union[str, Sequence[Union[str, Sequence[str]]]]
 
 
 class ConvStem(nn.Module):
-    """Four 3×3 convs (strides 2, 1, 1, 2) with BatchNorm and GELU in between: stride 4, any input size."""
+    """Four 3×3 convs (strides 2, 1, 1, 2) with BatchNorm and GELU in between: stride 4, any input size.
+
+    BatchNorm2d here and in the merges, where the official detection copy has SyncBatchNorm (same keys;
+    ``nn.SyncBatchNorm.convert_sync_batchnorm`` gives it back for multi-GPU training).
+    """
 
     def __init__(self, in_chans: int, dim: int):
         super().__init__()
