@@ -5,6 +5,10 @@ on the meta device, the pretrained cfg's preprocessing, paper figures and checkp
 ``make_cfg`` notes); measured figures from ``model_cards/data/<family>.json`` (FLOPs, parity,
 benchmarks, written by ``vitzoo cards --flops`` and by the benchmark runs); and the hand-written
 ``model_cards/notes/<family>.md``.
+
+A card is named after its model module unless the module splits its models over several cards with
+a module-level ``CARDS = {card name: model-name pattern}`` (``vitzoo.models.ravlt`` writes
+``ravlt.md`` and ``mavit.md``); data and notes files are then named after the card.
 """
 
 from __future__ import annotations
@@ -19,12 +23,31 @@ import torch
 
 from .models import cfg_notes, list_models, model_family
 
-__all__ = ["families", "variant_facts", "render_card", "write_cards"]
+__all__ = ["families", "card_models", "variant_facts", "render_card", "write_cards"]
+
+
+def _cards() -> dict[str, tuple[str, str]]:
+    """Card name -> (model module, model-name pattern) for every module that registers models."""
+    cards = {}
+    for module_name in sorted({model_family(name) for name in list_models()}):
+        module = importlib.import_module(f"vitzoo.models.{module_name}")
+        for card, pattern in (getattr(module, "CARDS", None) or {module_name: "*"}).items():
+            cards[card] = (module_name, pattern)
+    return cards
 
 
 def families() -> list[str]:
-    """Families (model modules) that register at least one model."""
-    return sorted({model_family(name) for name in list_models()})
+    """Card names: one per model module that registers models, or the keys of the module's ``CARDS``."""
+    return sorted(_cards())
+
+
+def card_models(card: str) -> list[str]:
+    """The registered models a card covers."""
+    cards = _cards()
+    if card not in cards:
+        raise ValueError(f"no model card {card!r}; cards: {', '.join(sorted(cards))}")
+    module_name, pattern = cards[card]
+    return list_models(pattern, family=module_name)
 
 
 def _count_params(name: str) -> int:
@@ -72,7 +95,7 @@ def measure_flops(family: str, root: Path) -> dict[str, float]:
     from .commands.info import count_flops
 
     flops = {}
-    for name in list_models(family=family):
+    for name in card_models(family):
         model = timm.create_model(name)
         flops[name] = round(count_flops(model, tuple(model.pretrained_cfg["input_size"])), 3)
         del model
@@ -84,9 +107,9 @@ def measure_flops(family: str, root: Path) -> dict[str, float]:
     return flops
 
 
-def _doc_summary(family: str) -> str:
-    module = importlib.import_module(f"vitzoo.models.{family}")
-    return inspect.cleandoc(module.__doc__ or family)
+def _doc_summary(card: str) -> str:
+    module = importlib.import_module(f"vitzoo.models.{_cards()[card][0]}")
+    return inspect.cleandoc(module.__doc__ or card)
 
 
 def _fmt(value: Any) -> str:
@@ -98,8 +121,8 @@ def _fmt(value: Any) -> str:
 
 
 def render_card(family: str, root: Path) -> str:
-    """The markdown text of one family's card."""
-    names = list_models(family=family)
+    """The markdown text of one card (a family, or one of a module's ``CARDS``)."""
+    names = card_models(family)
     facts = [variant_facts(n) for n in names]
     measured = load_measured(root, family)
     gflops = measured.get("gflops", {})
@@ -132,10 +155,20 @@ def render_card(family: str, root: Path) -> str:
 
 
 def write_cards(root: str | Path = "model_cards", family: Optional[str] = None, flops: bool = False) -> list[Path]:
-    """Write ``<root>/<family>.md`` for one or every family; with ``flops`` re-measure FLOPs first."""
+    """Write ``<root>/<card>.md`` for every card, for one card (``family="mavit"``), or for every card of
+    a model module whose name is not itself a card; with ``flops`` re-measure FLOPs first."""
     root = Path(root)
     written = []
-    for fam in [family] if family else families():
+    cards = _cards()
+    if family is None:
+        selected = sorted(cards)
+    elif family in cards:
+        selected = [family]
+    else:
+        selected = sorted(card for card, (module_name, _) in cards.items() if module_name == family)
+        if not selected:
+            raise ValueError(f"no model card or model module {family!r}; cards: {', '.join(sorted(cards))}")
+    for fam in selected:
         if flops:
             measure_flops(fam, root)
         path = root / f"{fam}.md"
