@@ -235,3 +235,27 @@ def test_hierarchical_inputs_must_be_multiples_of_32():
     model = timm.create_model("inline_swin_tiny", **reduced_config("inline_swin_tiny")["kwargs"])
     with pytest.raises(ValueError, match="divisible by 32"):
         model(torch.randn(1, 3, 64, 80))
+
+
+def test_fvcore_counts_fused_attention_like_explicit_attention():
+    """The card's FLOPs include the softmax stages: SDPA counts as the explicit matmuls of the naive op."""
+    from vitzoo import ops
+    from vitzoo.commands.info import count_flops
+
+    class StripeMixerOnMap(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mixer = CSwinMixer(8, 2, split_size=2)
+
+        def forward(self, x):
+            return self.mixer(x.flatten(2).transpose(1, 2), (x.shape[2], x.shape[3]))
+
+    model = StripeMixerOnMap()
+    fused = count_flops(model, (8, 6, 6))
+    ops.set_backend("naive")
+    try:
+        explicit = count_flops(model, (8, 6, 6))
+    finally:
+        ops.set_backend("auto")
+    # without a handle for SDPA, the fused count would miss the 2 · 3 stripes · 12² · (4 + 4) attention FLOPs
+    assert round(fused * 1e9) == round(explicit * 1e9)
