@@ -1,6 +1,9 @@
 """Model cards, one markdown file per family, generated from the registry and measured figures.
 
-A card combines: the family module's docstring; one row per registered variant (parameters counted
+Several family modules may share one card by setting the same module-level ``CARD = "<name>"``
+(the InLine backbones: ``inline_deit``, ``inline_pvt``, ... all write ``inline.md``); a module
+without ``CARD`` has a card of its own, named after it. A card combines: the family module's docstring
+(for a shared card, the first line of each module's); one row per registered variant (parameters counted
 on the meta device, the pretrained cfg's preprocessing, paper figures and checkpoint names from
 ``make_cfg`` notes); measured figures from ``model_cards/data/<family>.json`` (FLOPs, parity,
 benchmarks, written by ``vitzoo cards --flops`` and by the benchmark runs); and the hand-written
@@ -19,12 +22,26 @@ import torch
 
 from .models import cfg_notes, list_models, model_family
 
-__all__ = ["families", "variant_facts", "render_card", "write_cards"]
+__all__ = ["families", "card_of", "variant_facts", "render_card", "write_cards"]
+
+
+def card_of(family: str) -> str:
+    """The card a family's models go into: its module's ``CARD``, else the family's own name."""
+    module = importlib.import_module(f"vitzoo.models.{family}")
+    return getattr(module, "CARD", family)
 
 
 def families() -> list[str]:
-    """Families (model modules) that register at least one model."""
-    return sorted({model_family(name) for name in list_models()})
+    """Cards (families, grouped by ``CARD``) that hold at least one registered model."""
+    return sorted({card_of(model_family(name)) for name in list_models()})
+
+
+def _card_families(card: str) -> list[str]:
+    return sorted({fam for fam in map(model_family, list_models()) if card_of(fam) == card})
+
+
+def _card_models(card: str) -> list[str]:
+    return [name for name in list_models() if card_of(model_family(name)) == card]
 
 
 def _count_params(name: str) -> int:
@@ -72,7 +89,7 @@ def measure_flops(family: str, root: Path) -> dict[str, float]:
     from .commands.info import count_flops
 
     flops = {}
-    for name in list_models(family=family):
+    for name in _card_models(family):
         model = timm.create_model(name)
         flops[name] = round(count_flops(model, tuple(model.pretrained_cfg["input_size"])), 3)
         del model
@@ -84,9 +101,12 @@ def measure_flops(family: str, root: Path) -> dict[str, float]:
     return flops
 
 
-def _doc_summary(family: str) -> str:
-    module = importlib.import_module(f"vitzoo.models.{family}")
-    return inspect.cleandoc(module.__doc__ or family)
+def _doc_summary(card: str) -> str:
+    members = _card_families(card)
+    docs = {fam: inspect.cleandoc(importlib.import_module(f"vitzoo.models.{fam}").__doc__ or fam) for fam in members}
+    if members == [card]:
+        return docs[card]
+    return "\n".join(f"- `{fam}`: {doc.splitlines()[0]}" for fam, doc in docs.items())
 
 
 def _fmt(value: Any) -> str:
@@ -99,7 +119,7 @@ def _fmt(value: Any) -> str:
 
 def render_card(family: str, root: Path) -> str:
     """The markdown text of one family's card."""
-    names = list_models(family=family)
+    names = _card_models(family)
     facts = [variant_facts(n) for n in names]
     measured = load_measured(root, family)
     gflops = measured.get("gflops", {})
@@ -135,6 +155,10 @@ def write_cards(root: str | Path = "model_cards", family: Optional[str] = None, 
     """Write ``<root>/<family>.md`` for one or every family; with ``flops`` re-measure FLOPs first."""
     root = Path(root)
     written = []
+    if family in {model_family(name) for name in list_models()}:
+        family = card_of(family)
+    elif family and family not in families():
+        raise ValueError(f"no model card {family!r}; cards: {', '.join(families())}")
     for fam in [family] if family else families():
         if flops:
             measure_flops(fam, root)
