@@ -259,3 +259,13 @@ def test_fvcore_counts_fused_attention_like_explicit_attention():
         ops.set_backend("auto")
     # without a handle for SDPA, the fused count would miss the 2 · 3 stripes · 12² · (4 + 4) attention FLOPs
     assert round(fused * 1e9) == round(explicit * 1e9)
+
+
+def test_the_four_backbones_share_one_card(tmp_path):
+    from vitzoo.cards import card_of, families, render_card
+
+    assert "inline" in families() and "inline_swin" not in families() and "vzvit" in families()
+    assert {card_of(f) for f in ("inline_deit", "inline_pvt", "inline_swin", "inline_cswin")} == {"inline"}
+    text = render_card("inline", tmp_path)
+    assert all(f"| `{variant}` |" in text for variant in VARIANTS)
+    assert "- `inline_cswin`: InLine-CSwin" in text

@@ -30,6 +30,9 @@ from ._registry import register_model
 
 __all__ = ["InLineCSwin"]
 
+# the four InLine backbones share one model card, model_cards/inline.md
+CARD = "inline"
+
 
 class ConvEmbed(nn.Module):
     """Convolution then LayerNorm over channels; map in, map out. The stem is (7, stride 4, padding 2),

@@ -27,6 +27,9 @@ from .vzvit import checkpoint_filter_fn as vzvit_filter
 
 __all__ = ["InLineDeiT"]
 
+# the four InLine backbones share one model card, model_cards/inline.md
+CARD = "inline"
+
 
 class InLineDeiT(VzViT):
     """VzViT with ``mixer="inline"`` by default; every other argument is :class:`VzViT`'s."""

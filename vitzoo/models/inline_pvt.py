@@ -32,6 +32,9 @@ from ._registry import register_model
 
 __all__ = ["InLinePVT"]
 
+# the four InLine backbones share one model card, model_cards/inline.md
+CARD = "inline"
+
 
 class PatchEmbed(nn.Module):
     """Conv2d(kernel = stride = patch) then LayerNorm (eps 1e-5) over channels. Map in, map out."""

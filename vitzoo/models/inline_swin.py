@@ -29,6 +29,9 @@ from ._registry import register_model
 
 __all__ = ["InLineSwin", "PatchEmbed", "PatchMerging"]
 
+# the four InLine backbones share one model card, model_cards/inline.md
+CARD = "inline"
+
 
 class PatchEmbed(nn.Module):
     """4×4 patches: Conv2d(kernel = stride = 4) then LayerNorm over channels. Map in, map out."""
