@@ -228,7 +228,28 @@ def test_pretrained_cfgs_carry_the_paper_facts():
     assert any("2f3898b07e9247f3beb3" in note for note in cfg["notes"])
     assert timm.models.get_pretrained_cfg("inline_swin_base_384").to_dict()["crop_pct"] == 1.0
     with torch.device("meta"):
-        assert timm.create_model("inline_deit_base").pos_embed.shape == (1, 1 + 28 * 28, 384)
+        model = timm.create_model("inline_deit_small")
+    assert model.pos_embed.shape == (1, 1 + 18 * 18, 320)
+    # the official evaluation: Resize((int(256 / 224 * 288),) * 2), bicubic, then CenterCrop(288)
+    transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))
+    resize, crop = transform.transforms[:2]
+    assert tuple(resize.size) == (329, 329) and tuple(crop.size) == (288, 288)
+    assert resize.interpolation.value == "bicubic"
+
+
+@pytest.mark.parametrize("name, size", [("inline_swin_tiny", (512, 384)), ("inline_cswin_tiny", (480, 352)),
+                                        ("inline_pvt_tiny", (352, 512))])
+def test_official_layouts_run_at_other_sizes(name, size):
+    """Narrow models with the official per-stage layout (global InLine, softmax windows of 7 / stripes
+    of 7 that need padding at these sizes) give every stage's map at stride 4-32."""
+    narrow = dict(inline_swin_tiny=dict(embed_dim=8, depths=(1, 1, 1, 2), num_heads=(1, 1, 2, 2)),
+                  inline_cswin_tiny=dict(embed_dim=8, depths=(1, 1, 2, 1), num_heads=(2, 2, 2, 2)),
+                  inline_pvt_tiny=dict(embed_dims=(8, 8, 16, 16), num_heads=(1, 1, 2, 2), depths=(1, 1, 1, 1)))[name]
+    model = timm.create_model(name, features_only=True, **narrow).eval()
+    with torch.no_grad():
+        maps = model(torch.randn(1, 3, *size))
+    assert [tuple(m.shape[-2:]) for m in maps] == [(size[0] // r, size[1] // r) for r in (4, 8, 16, 32)]
+    assert all(torch.isfinite(m).all() for m in maps)
 
 
 def test_hierarchical_inputs_must_be_multiples_of_32():
