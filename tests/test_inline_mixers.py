@@ -90,14 +90,16 @@ def test_swin_blocks_match_official_shifted_blocks(mixer):
 def test_cswin_inline_block_matches_official():
     golden = golden_case("inline", "block_cswin_inline_global")
     block = Block(32, 2, "inline", dict(lepe=True), norm_in_mixer=True)
-    block.load_state_dict(_through(inline_cswin.checkpoint_filter_fn, golden.weights, "stage1.0.", "stages.0.blocks.0."))
+    block.load_state_dict(_through(inline_cswin.checkpoint_filter_fn, golden.weights, "stage1.0.",
+                                   "stages.0.blocks.0."))
     _check_block(block, golden, (4, 4))
 
 
 def test_cswin_two_branch_block_matches_official():
     golden = golden_case("inline", "block_cswin_lepe_2branch")
     block = Block(32, 4, "cswin", dict(split_size=2, num_branches=2))
-    block.load_state_dict(_through(inline_cswin.checkpoint_filter_fn, golden.weights, "stage3.0.", "stages.2.blocks.0."))
+    block.load_state_dict(_through(inline_cswin.checkpoint_filter_fn, golden.weights, "stage3.0.",
+                                   "stages.2.blocks.0."))
     _check_block(block, golden, (4, 4))
 
 
@@ -206,7 +208,9 @@ def _stripe_reference(mixer, x, size):
     for branch in range(mixer.num_branches):
         q, k, v = (qkv[:, :, i, branch * share:(branch + 1) * share] for i in range(3))
         stripe = cols // mixer.split_size if branch == 0 else rows // mixer.split_size
-        same = stripe[:, None] == stripe[None, :] if mixer.num_branches == 2 else torch.ones(tokens, tokens, dtype=torch.bool)
+        same = stripe[:, None] == stripe[None, :]
+        if mixer.num_branches == 1:
+            same = torch.ones(tokens, tokens, dtype=torch.bool)
         bias = torch.zeros(tokens, tokens).masked_fill(~same, float("-inf"))
         split = [t.view(batch, tokens, heads, head_dim).transpose(1, 2) for t in (q, k, v)]
         attn = ops.softmax_attention_naive(*split, bias=bias).transpose(1, 2).reshape(batch, tokens, share)

@@ -166,7 +166,8 @@ def _resolved(model) -> list[list[str]]:
 def test_swin_variants_resolve_the_official_blocks():
     """The per-block layout measured from the official code (spec §4.3) at each variant's size."""
     with torch.device("meta"):
-        tiny, small, base, base384 = (timm.create_model(f"inline_swin_{v}") for v in ("tiny", "small", "base", "base_384"))
+        tiny, small, base, base384 = (timm.create_model(f"inline_swin_{v}")
+                                      for v in ("tiny", "small", "base", "base_384"))
     shifted7 = ["S7/0", "S7/3"]
     assert _resolved(tiny) == [["I"] * 2, ["I"] * 2, ["I"] * 6, ["S7/0"] * 2]
     assert _resolved(small) == [["I"] * 2, ["I"] * 2, shifted7 * 9, ["S7/0"] * 2]
@@ -184,7 +185,8 @@ def test_swin_resolves_golden_block_tables():
         for block in golden_case("inline", case).meta["resolved_blocks"]:
             letter = "I" if block["attn"] == "InLineAttention" else "S"
             global_inline = letter == "I" and block["window_size"] == min(block["input_resolution"])
-            expected[block["stage"]].append("I" if global_inline else f"{letter}{block['window_size']}/{block['shift_size']}")
+            label = "I" if global_inline else f"{letter}{block['window_size']}/{block['shift_size']}"
+            expected[block["stage"]].append(label)
         assert _resolved(model) == expected, case
 
 

@@ -111,7 +111,8 @@ class CSwinMixer(TokenMixer):
         q, k, v = (F.pad(t, (0, pad_w, 0, pad_h)) for t in (q, k, v))
         stripes = [_to_stripes(t, (stripe_h, stripe_w)) for t in (q, k, v)]  # [B·nS, Cb, h, w]
         lepe = self.lepe[branch](stripes[2])
-        q, k, v = (t.reshape(t.shape[0], heads, self.head_dim, -1).transpose(-2, -1) for t in stripes)  # [B·nS, heads, h·w, D]
+        # [B·nS, heads, h·w, D]
+        q, k, v = (t.reshape(t.shape[0], heads, self.head_dim, -1).transpose(-2, -1) for t in stripes)
         bias = None
         if pad_h or pad_w:
             valid = torch.zeros(1, 1, *padded, dtype=torch.bool, device=q.device)
@@ -144,13 +145,15 @@ class CSwinMixer(TokenMixer):
             prefix_kv = None
             if num_prefix_tokens:
                 prefix_k, prefix_v = prefix[..., self.dim:2 * self.dim], prefix[..., 2 * self.dim:]
-                prefix_kv = tuple(t[..., channels].reshape(batch, num_prefix_tokens, heads, self.head_dim).transpose(1, 2)
-                                  for t in (prefix_k, prefix_v))
+                prefix_kv = tuple(
+                    t[..., channels].reshape(batch, num_prefix_tokens, heads, self.head_dim).transpose(1, 2)
+                    for t in (prefix_k, prefix_v))
             outputs.append(self._branch(branch, q, k, v, size, prefix_kv))
         out = torch.cat(outputs, dim=1).flatten(2).transpose(1, 2)  # [B, H·W, C]
         if num_prefix_tokens:
             # prefix tokens attend to themselves and every spatial token, in every head
-            q, k, v = (t.reshape(batch, -1, self.num_heads, self.head_dim).transpose(1, 2) for t in qkv.chunk(3, dim=-1))
+            q, k, v = (t.reshape(batch, -1, self.num_heads, self.head_dim).transpose(1, 2)
+                       for t in qkv.chunk(3, dim=-1))
             prefix_out = softmax_attention(q[:, :, :num_prefix_tokens], k, v)
             out = torch.cat([prefix_out.transpose(1, 2).reshape(batch, num_prefix_tokens, self.dim), out], dim=1)
         return self.proj_drop(self.proj(out))

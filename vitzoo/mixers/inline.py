@@ -106,7 +106,8 @@ class InLineMixer(TokenMixer):
         if window_size is None and shift_size:
             raise ValueError(f"shift_size={shift_size} needs a window_size")
         if window_size is not None and (window_size < 1 or not 0 <= shift_size < window_size):
-            raise ValueError(f"need window_size >= 1 and 0 <= shift_size < window_size, got {window_size}, {shift_size}")
+            raise ValueError(
+                f"need window_size >= 1 and 0 <= shift_size < window_size, got {window_size}, {shift_size}")
         self.dim = dim
         self.num_heads = num_heads
         self.head_dim = check_heads(dim, num_heads)
@@ -203,5 +204,7 @@ class InLineMixer(TokenMixer):
         return self.proj_drop(self.proj(out))
 
     def extra_repr(self) -> str:
-        window = "global" if self.window_size is None else f"window_size={self.window_size}, shift_size={self.shift_size}"
+        window = "global"
+        if self.window_size is not None:
+            window = f"window_size={self.window_size}, shift_size={self.shift_size}"
         return f"{window}, lepe={self.lepe is not None}, " + super().extra_repr()

@@ -19,8 +19,8 @@ from ..mixers import create_mixer
 from ._builder import make_cfg
 from ._helpers import check_image_input
 
-__all__ = ["Block", "Stage", "InLineHierarchical", "stage_mixers", "mixers_from_attn_type", "strip_wrappers", "inline_cfg",
-           "init_weights"]
+__all__ = ["Block", "Stage", "InLineHierarchical", "stage_mixers", "mixers_from_attn_type", "strip_wrappers",
+           "inline_cfg", "init_weights"]
 
 PAPER_ID = "arXiv:2412.06590"
 ORIGIN_URL = "https://github.com/LeapLabTHU/InLine"
