@@ -1,14 +1,14 @@
-"""Model cards, one markdown file per family, generated from the registry and measured figures.
+"""Model cards, one markdown file per card, generated from the registry and measured figures.
 
-A card combines: the family module's docstring; one row per registered variant (parameters counted
-on the meta device, the pretrained cfg's preprocessing, paper figures and checkpoint names from
-``make_cfg`` notes); measured figures from ``model_cards/data/<family>.json`` (FLOPs, parity,
+A module's models go into one card named after the module, unless it declares
+``CARDS = {card name: model-name pattern}``: several cards from one module (``vitzoo.models.ravlt``
+writes ``ravlt.md`` and ``mavit.md``), or one card shared by several modules that name the same card
+(``inline_deit``, ``inline_pvt``, ... all write ``inline.md``). A card combines: the modules'
+docstrings (for a shared card, the first line of each); one row per registered variant (parameters
+counted on the meta device, the pretrained cfg's preprocessing, paper figures and checkpoint names
+from ``make_cfg`` notes); measured figures from ``model_cards/data/<card>.json`` (FLOPs, parity,
 benchmarks, written by ``vitzoo cards --flops`` and by the benchmark runs); and the hand-written
-``model_cards/notes/<family>.md``.
-
-A card is named after its model module unless the module splits its models over several cards with
-a module-level ``CARDS = {card name: model-name pattern}`` (``vitzoo.models.ravlt`` writes
-``ravlt.md`` and ``mavit.md``); data and notes files are then named after the card.
+``model_cards/notes/<card>.md``.
 """
 
 from __future__ import annotations
@@ -26,18 +26,23 @@ from .models import cfg_notes, list_models, model_family
 __all__ = ["families", "card_models", "variant_facts", "render_card", "write_cards"]
 
 
-def _cards() -> dict[str, tuple[str, str]]:
-    """Card name -> (model module, model-name pattern) for every module that registers models."""
-    cards = {}
+def _cards() -> dict[str, list[tuple[str, str]]]:
+    """Card name -> [(model module, model-name pattern), ...] over every module that registers models.
+
+    A module's models go into one card named after the module, unless the module declares
+    ``CARDS = {card: pattern}``: several cards from one module (RAVLT and MAViT), or one card shared
+    by several modules that name the same card (the four InLine backbones).
+    """
+    cards: dict[str, list[tuple[str, str]]] = {}
     for module_name in sorted({model_family(name) for name in list_models()}):
         module = importlib.import_module(f"vitzoo.models.{module_name}")
         for card, pattern in (getattr(module, "CARDS", None) or {module_name: "*"}).items():
-            cards[card] = (module_name, pattern)
+            cards.setdefault(card, []).append((module_name, pattern))
     return cards
 
 
 def families() -> list[str]:
-    """Card names: one per model module that registers models, or the keys of the module's ``CARDS``."""
+    """The card names."""
     return sorted(_cards())
 
 
@@ -46,8 +51,7 @@ def card_models(card: str) -> list[str]:
     cards = _cards()
     if card not in cards:
         raise ValueError(f"no model card {card!r}; cards: {', '.join(sorted(cards))}")
-    module_name, pattern = cards[card]
-    return list_models(pattern, family=module_name)
+    return [name for module_name, pattern in cards[card] for name in list_models(pattern, family=module_name)]
 
 
 def _count_params(name: str) -> int:
@@ -108,8 +112,11 @@ def measure_flops(family: str, root: Path) -> dict[str, float]:
 
 
 def _doc_summary(card: str) -> str:
-    module = importlib.import_module(f"vitzoo.models.{_cards()[card][0]}")
-    return inspect.cleandoc(module.__doc__ or card)
+    members = [module_name for module_name, _ in _cards()[card]]
+    docs = {m: inspect.cleandoc(importlib.import_module(f"vitzoo.models.{m}").__doc__ or m) for m in members}
+    if len(members) == 1:
+        return docs[members[0]]
+    return "\n".join(f"- `{m}`: {doc.splitlines()[0]}" for m, doc in docs.items())
 
 
 def _fmt(value: Any) -> str:
@@ -121,7 +128,7 @@ def _fmt(value: Any) -> str:
 
 
 def render_card(family: str, root: Path) -> str:
-    """The markdown text of one card (a family, or one of a module's ``CARDS``)."""
+    """The markdown text of one card (see :func:`_cards`)."""
     names = card_models(family)
     facts = [variant_facts(n) for n in names]
     measured = load_measured(root, family)
@@ -165,7 +172,7 @@ def write_cards(root: str | Path = "model_cards", family: Optional[str] = None, 
     elif family in cards:
         selected = [family]
     else:
-        selected = sorted(card for card, (module_name, _) in cards.items() if module_name == family)
+        selected = sorted(card for card, members in cards.items() if any(m == family for m, _ in members))
         if not selected:
             raise ValueError(f"no model card or model module {family!r}; cards: {', '.join(sorted(cards))}")
     for fam in selected:
