@@ -56,24 +56,10 @@ CHECKPOINT_KIND = "vitzoo-diffusion"
 DIGITS_DATASET = "vitzoo/digits"
 
 
-class _KeyValue(argparse.Action):
-    """``--model-kwargs depth=2 hidden_size=64`` -> ``{"depth": 2, "hidden_size": 64}`` (values parsed as JSON)."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        parsed = {}
-        for item in values:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise argparse.ArgumentError(self, f"expected key=value, got {item!r}")
-            try:
-                parsed[key] = json.loads(value)
-            except json.JSONDecodeError:
-                parsed[key] = value
-        setattr(namespace, self.dest, parsed)
-
-
 def add_train_lit_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``vitzoo train_lit`` (timm/DiT names where they exist)."""
+    from timm.utils import ParseKwargs
+
     data = parser.add_argument_group("data")
     data.add_argument("--data-dir", default=None,
                       help="latent cache written by `vitzoo cache_latents` (with --dataset: where to build it)")
@@ -85,13 +71,13 @@ def add_train_lit_arguments(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("model")
     model.add_argument("--model", default="lit", choices=["lit", "dit"], help="student architecture")
     model.add_argument("--variant", default=None, help="published size: S/2, B/2, L/2, XL/2 (default: the class's)")
-    model.add_argument("--model-kwargs", nargs="*", default={}, action=_KeyValue,
-                       help="constructor overrides, key=value (e.g. hidden_size=64 depth=4)")
+    model.add_argument("--model-kwargs", nargs="*", default={}, action=ParseKwargs,
+                       help="constructor overrides, key=value (e.g. hidden_size=64 depth=4 guidance_channels=None)")
     model.add_argument("--grad-checkpointing", action="store_true")
     teacher = parser.add_argument_group("teacher, inheritance and distillation")
     teacher.add_argument("--teacher", default=None,
                          help="DiT checkpoint: official .pt, vitzoo/diffusers model or pipeline folder")
-    teacher.add_argument("--teacher-kwargs", nargs="*", default={}, action=_KeyValue,
+    teacher.add_argument("--teacher-kwargs", nargs="*", default={}, action=ParseKwargs,
                          help="teacher constructor values the checkpoint cannot tell (e.g. num_heads=16)")
     teacher.add_argument("--inherit", default="none", choices=["none", "class2image", "text2image"],
                          help="initialise the student from the teacher's weights (class2image: the paper's rule)")
