@@ -212,7 +212,7 @@ def _two_process_worker(cache: str, runs: str, report: str) -> None:
     GradientState._reset_state()
     PartialState._reset_state()
     torch.set_num_threads(1)
-    args = _args(cache, runs, "--experiment", "ddp", "--max-steps", "2", "--batch-size", "3", "--no-pipeline")
+    args = _args(cache, runs, "--max-steps", "2", "--batch-size", "3", "--no-pipeline")
     trainer = DiffusionTrainer(args)
     seen = []
     step = trainer._train_step
@@ -222,7 +222,8 @@ def _two_process_worker(cache: str, runs: str, report: str) -> None:
     state = {k: float(v.double().sum()) for k, v in trainer.base_model.state_dict().items()}
     ema = float(sum(v.double().sum() for v in trainer.ema.state_dict().values()))
     (Path(report) / f"rank{rank}.json").write_text(json.dumps(dict(
-        world=trainer.accelerator.num_processes, seen=seen, state=state, ema=ema, steps=result.steps, pid=os.getpid())))
+        world=trainer.accelerator.num_processes, seen=seen, state=state, ema=ema, steps=result.steps, pid=os.getpid(),
+        run_dir=str(result.run_dir))))
 
 
 def test_two_processes_split_the_batches_and_stay_in_sync(pixel_cache, tmp_path):
@@ -236,5 +237,6 @@ def test_two_processes_split_the_batches_and_stay_in_sync(pixel_cache, tmp_path)
     assert [r["steps"] for r in ranks] == [2, 2] and len(ranks[0]["seen"]) == len(ranks[1]["seen"]) == 2
     assert ranks[0]["seen"] != ranks[1]["seen"]  # each process trains on its own batches
     assert ranks[0]["state"] == ranks[1]["state"] and ranks[0]["ema"] == ranks[1]["ema"]  # DDP keeps them equal
-    state = torch.load(Path(tmp_path) / "ddp" / "last.state.pt")
+    assert ranks[0]["run_dir"] == ranks[1]["run_dir"]  # one folder, named by the main process
+    state = torch.load(Path(ranks[0]["run_dir"]) / "last.state.pt")
     assert state["step"] == 2 and len(state["rng"]) == 2

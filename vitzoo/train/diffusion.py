@@ -304,6 +304,11 @@ class DiffusionTrainer:
             return path if path.is_dir() else path.parent
         name = self.args.experiment or "-".join(filter(None, [
             self.args.model, (self.args.variant or "").replace("/", ""), time.strftime("%Y%m%d-%H%M%S")]))
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            # the clock may tick between processes: every process uses the main process's folder name
+            name = broadcast_object_list([name])[0]
         path = Path(self.args.output) / name
         if self.accelerator.is_main_process:
             if (path / "last.state.pt").exists():
