@@ -24,7 +24,7 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--class-labels", nargs="+", default=None,
                        help="class ids or names (default: every class of a model with at most 16)")
     group.add_argument("--per-class", type=int, default=4, help="samples per class label (grid columns)")
-    group.add_argument("--batch-size", type=int, default=64, help="images per pipeline call")
+    group.add_argument("--images-per-call", type=int, default=64, help="images per pipeline call")
     group.add_argument("--cell-size", type=int, default=64, help="minimum grid cell side in pixels (small images are "
                                                                   "enlarged with nearest-neighbour)")
     group.add_argument("--classifier", default=None,
@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     steps = args.steps or 250
     guidance = 4.0 if args.guidance_scale is None else args.guidance_scale
     images, ids = generate_grid(pipe, labels, args.per_class, steps=steps, guidance_scale=guidance, seed=args.seed,
-                                height=args.height, width=args.width, batch_size=args.batch_size)
+                                height=args.height, width=args.width, batch_size=args.images_per_call)
     path = save_grid(images, args.per_class, args.output, args.cell_size)
     print(f"wrote {path}: {len(ids)} samples of classes {sorted(set(ids))} "
           f"({steps} steps of {type(pipe.scheduler).__name__}, guidance {guidance})")
