@@ -191,3 +191,11 @@ def test_bench_denoisers_are_registered(name, heads):
     assert inputs["hidden_states"].shape == (2, 4, 16, 16) and bench.tokens(2048) == 128 * 128
     with torch.no_grad():
         assert bench.module(**inputs).sample.shape == (2, 8, 16, 16)
+
+
+def test_class_consistency_report():
+    from vitzoo.diffusion.cli.lit import class_consistency
+
+    report = class_consistency([0, 0, 1, 2, 2, 2], [0, 0, 0, 2, 2, 2], {0: "zero", 1: "one", 2: "two"}, 3)
+    assert report["accuracy"] == 5 / 6 and report["per_class"] == {"zero": 2 / 3, "two": 1.0}
+    assert report["chance"] == 1 / 3 and report["samples"] == 6
