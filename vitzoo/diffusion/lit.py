@@ -1,0 +1,76 @@
+"""LiT, the linear diffusion transformer, as a diffusers model.
+
+Paper: Wang et al., "LiT: Delving into a Simple Linear Diffusion Transformer for Image Generation",
+ICCV 2025, arXiv:2501.12976. Origin: https://github.com/techmonsterwang/LiT (license not recorded; the
+repository could not be obtained). Re-implemented: LiT keeps DiT's design (official DiT,
+https://github.com/facebookresearch/DiT, CC BY-NC 4.0) and replaces every self-attention with the
+few-head ReLU linear attention plus a 5x5 depthwise convolution on V (:class:`vitzoo.mixers.lit.LiTMixer`).
+The attention is a reconstruction; ``../shared/specs/lit.md`` §0 and §2.3 list its open points.
+
+    from vitzoo.diffusion.lit import LiTTransformer2DModel
+    model = LiTTransformer2DModel.from_variant("XL/2", resolution=256)
+    eps_v = model(latents, timestep, class_labels).sample          # [B, 8, 32, 32]: ε, then v
+
+Weights of a pretrained DiT initialise a LiT through :func:`vitzoo.diffusion.inherit.inherit_from_dit`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from diffusers.configuration_utils import register_to_config
+# DiffusionPipeline.from_pretrained finds a custom component's loader by looking its base class up in the
+# component's module, so ModelMixin must be a name here
+from diffusers.models.modeling_utils import ModelMixin  # noqa: F401
+
+from .benchmarks import DenoiserBench, register_denoiser
+from .dit import DIT_VARIANTS, VzDiTTransformer2DModel, _denoiser_bench
+
+__all__ = ["LIT_VARIANTS", "LiTTransformer2DModel"]
+
+# DiT's sizes with fewer heads ("few heads are a free lunch", spec §1.1): 2 for S/2 (paper ablation),
+# 4 for L/2 and XL/2 (the authors' heads figure, XL/2 ablation); 3 for B/2 is the likely reading of that
+# figure, not confirmed by the text.
+LIT_VARIANTS: dict[str, dict[str, int]] = {
+    name: dict(cfg, num_heads=heads) for (name, cfg), heads in zip(DIT_VARIANTS.items(), (2, 3, 4, 4))
+}
+
+
+class LiTTransformer2DModel(VzDiTTransformer2DModel):
+    """LiT: DiT whose self-attention is LiT's linear attention (``mixer="lit"``).
+
+    Same arguments and outputs as :class:`vitzoo.diffusion.dit.VzDiTTransformer2DModel`; the defaults are
+    LiT-XL/2 at 256 px (4 heads). Published variants: ``from_variant("S/2" | "B/2" | "L/2" | "XL/2",
+    resolution=256)`` and ``from_variant("XL/2", resolution=512)``.
+    """
+
+    VARIANTS = LIT_VARIANTS
+
+    @register_to_config
+    def __init__(
+            self,
+            sample_size: int = 32,
+            patch_size: int = 2,
+            in_channels: int = 4,
+            hidden_size: int = 1152,
+            depth: int = 28,
+            num_heads: int = 4,
+            mlp_ratio: float = 4.0,
+            class_dropout_prob: float = 0.1,
+            num_classes: int = 1000,
+            learn_sigma: bool = True,
+            mixer: str = "lit",
+            mixer_kwargs: Optional[dict[str, Any]] = None,
+            guidance_channels: Optional[int] = 3,
+    ):
+        super().__init__(
+            sample_size=sample_size, patch_size=patch_size, in_channels=in_channels, hidden_size=hidden_size,
+            depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, class_dropout_prob=class_dropout_prob,
+            num_classes=num_classes, learn_sigma=learn_sigma, mixer=mixer, mixer_kwargs=mixer_kwargs,
+            guidance_channels=guidance_channels)
+
+
+@register_denoiser("lit")
+def lit_denoiser(variant: str = "XL/2", resolution: int = 256, **kwargs: Any) -> DenoiserBench:
+    """``vitzoo bench --denoiser lit:variant=XL/2``: LiT with random weights."""
+    return _denoiser_bench(LiTTransformer2DModel.from_variant(variant, resolution, **kwargs))
