@@ -140,6 +140,23 @@ def _run_point(fn, device, min_iters, max_seconds) -> tuple[float, float, str]:
             torch.cuda.empty_cache()
 
 
+def _sweep(label: str, kind: str, points: Iterable[tuple[str, int, int, Callable[[], Callable[[], Any]]]], *,
+           batch: int, device: torch.device, dtype: torch.dtype, min_iters: int, max_seconds: float,
+           progress: Optional[Callable[[str], None]]) -> list[BenchResult]:
+    """Measure each point ``(size label, tokens, items per call, make_step)``; inputs are made by
+    ``make_step`` before the measurement, so peak memory counts what one call needs beyond them."""
+    results = []
+    for size, tokens, items, make_step in points:
+        step = make_step()
+        ms, mem, status = _run_point(step, device, min_iters, max_seconds)
+        results.append(BenchResult(label, kind, size, tokens, batch, ms, items / ms * 1000 if ms == ms else float("nan"),
+                                   mem, str(device), str(dtype).replace("torch.", ""), status))
+        if progress:
+            progress(f"{label} {size}: {ms:.2f} ms, {mem:.1f} MB")
+        del step
+    return results
+
+
 def bench_mixer(
         name: str,
         token_counts: Sequence[int],
@@ -151,35 +168,36 @@ def bench_mixer(
         dtype: torch.dtype = torch.float32,
         backward: bool = False,
         mixer_kwargs: Optional[dict] = None,
+        label: Optional[str] = None,
         min_iters: int = 3,
         max_seconds: float = 5.0,
         progress: Optional[Callable[[str], None]] = None,
 ) -> list[BenchResult]:
-    """Time one mixer on near-square maps of each token count."""
+    """Time one mixer on near-square maps of each token count; ``items_per_s`` is tokens/s."""
     from .mixers import create_mixer
 
     dev = torch.device(device)
     mixer = create_mixer(name, dim, num_heads, **(mixer_kwargs or {})).to(dev, dtype)
-    results = []
-    for tokens in token_counts:
+
+    def point(tokens: int):
         size = grid_for_tokens(tokens)
-        x = torch.randn(batch, tokens, dim, device=dev, dtype=dtype, requires_grad=backward)
 
-        def step():
-            if backward:
-                mixer(x, size).float().square().mean().backward()
-            else:
-                with torch.no_grad():
-                    mixer(x, size)
+        def make_step():
+            x = torch.randn(batch, tokens, dim, device=dev, dtype=dtype, requires_grad=backward)
 
-        ms, mem, status = _run_point(step, dev, min_iters, max_seconds)
-        results.append(BenchResult(name, "mixer", f"{size[0]}x{size[1]}", tokens, batch, ms,
-                                   batch * tokens / ms * 1000 if ms == ms else float("nan"),
-                                   mem, str(dev), str(dtype).replace("torch.", ""), status))
-        if progress:
-            progress(f"{name} N={tokens}: {ms:.2f} ms, {mem:.1f} MB")
-        del x
-    return results
+            def step():
+                if backward:
+                    mixer(x, size).float().square().mean().backward()
+                else:
+                    with torch.no_grad():
+                        mixer(x, size)
+
+            return step
+
+        return f"{size[0]}x{size[1]}", tokens, batch * tokens, make_step
+
+    return _sweep(label or name, "mixer", map(point, token_counts), batch=batch, device=dev, dtype=dtype,
+                  min_iters=min_iters, max_seconds=max_seconds, progress=progress)
 
 
 def bench_model(
@@ -196,27 +214,28 @@ def bench_model(
         progress: Optional[Callable[[str], None]] = None,
 ) -> list[BenchResult]:
     """Time inference of a registered model at square input sizes; ``items_per_s`` is images/s."""
-    from .models._registry import check_model_name
     import timm
+
+    from .models._registry import check_model_name
 
     check_model_name(name)
     dev = torch.device(device)
     model = timm.create_model(name, **(model_kwargs or {})).to(dev, dtype).eval()
-    results = []
-    for img in img_sizes:
-        x = torch.randn(batch, model.in_chans if hasattr(model, "in_chans") else 3, img, img, device=dev, dtype=dtype)
 
-        def step():
-            with torch.no_grad():
-                model(x)
+    def point(img: int):
+        def make_step():
+            x = torch.randn(batch, model.in_chans, img, img, device=dev, dtype=dtype)
 
-        ms, mem, status = _run_point(step, dev, min_iters, max_seconds)
-        results.append(BenchResult(label or name, "model", f"{img}x{img}", img * img, batch, ms,
-                                   batch / ms * 1000 if ms == ms else float("nan"),
-                                   mem, str(dev), str(dtype).replace("torch.", ""), status))
-        if progress:
-            progress(f"{label or name} {img}px: {ms:.1f} ms, {mem:.1f} MB")
-    return results
+            def step():
+                with torch.no_grad():
+                    model(x)
+
+            return step
+
+        return f"{img}x{img}", img * img, batch, make_step
+
+    return _sweep(label or name, "model", map(point, img_sizes), batch=batch, device=dev, dtype=dtype,
+                  min_iters=min_iters, max_seconds=max_seconds, progress=progress)
 
 
 def bench_denoiser(
@@ -232,28 +251,28 @@ def bench_denoiser(
         max_seconds: float = 5.0,
         progress: Optional[Callable[[str], None]] = None,
 ) -> list[BenchResult]:
-    """Time one denoising step of a registered denoiser (``vitzoo.diffusion.benchmarks``) at image resolutions."""
+    """Time one denoising step of a registered denoiser (``vitzoo.diffusion.benchmarks``) at image
+    resolutions; ``tokens`` is what the denoiser's attention sees at that resolution."""
     from .diffusion.benchmarks import get_denoiser
 
     dev = torch.device(device)
     bench = get_denoiser(name, **(denoiser_kwargs or {}))
     module = bench.module.to(dev, dtype).eval()
-    results = []
-    for resolution in resolutions:
-        inputs = bench.make_inputs(resolution, batch, dev, dtype)
 
-        def step():
-            with torch.no_grad():
-                module(**inputs)
+    def point(resolution: int):
+        def make_step():
+            inputs = bench.make_inputs(resolution, batch, dev, dtype)
 
-        ms, mem, status = _run_point(step, dev, min_iters, max_seconds)
-        results.append(BenchResult(label or name, "denoiser", f"{resolution}x{resolution}", bench.tokens(resolution),
-                                   batch, ms, batch / ms * 1000 if ms == ms else float("nan"), mem, str(dev),
-                                   str(dtype).replace("torch.", ""), status))
-        if progress:
-            progress(f"{label or name} {resolution}px: {ms:.1f} ms, {mem:.1f} MB")
-        del inputs
-    return results
+            def step():
+                with torch.no_grad():
+                    module(**inputs)
+
+            return step
+
+        return f"{resolution}x{resolution}", bench.tokens(resolution), batch, make_step
+
+    return _sweep(label or name, "denoiser", map(point, resolutions), batch=batch, device=dev, dtype=dtype,
+                  min_iters=min_iters, max_seconds=max_seconds, progress=progress)
 
 
 def write_csv(results: Iterable[BenchResult], path: str | Path) -> Path:

@@ -8,8 +8,6 @@ A command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``ru
 from __future__ import annotations
 
 import argparse
-import importlib
-import pkgutil
 import sys
 from typing import Optional, Sequence
 
@@ -18,12 +16,9 @@ __all__ = ["main", "build_parser"]
 
 def _command_modules() -> dict[str, object]:
     from . import commands
+    from ._discovery import import_submodules
 
-    found = {}
-    for info in pkgutil.iter_modules(commands.__path__):
-        if not info.name.startswith("_"):
-            found[info.name] = importlib.import_module(f"{commands.__name__}.{info.name}")
-    return found
+    return import_submodules(commands.__name__, commands.__path__)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -75,8 +75,7 @@ def run(args: argparse.Namespace) -> int:
             if args.mixer:
                 results += bench_mixer(name, args.tokens, dim=args.dim, num_heads=args.heads, batch=args.batch,
                                        device=args.device, dtype=dtype, backward=args.backward, mixer_kwargs=kwargs,
-                                       min_iters=args.iters, max_seconds=args.max_seconds, progress=progress)
-                results[-len(args.tokens):] = [_label(r, spec) for r in results[-len(args.tokens):]]
+                                       label=spec, min_iters=args.iters, max_seconds=args.max_seconds, progress=progress)
             elif args.denoiser:
                 results += bench_denoiser(name, args.img_size, batch=args.batch, device=args.device, dtype=dtype,
                                           denoiser_kwargs=kwargs, label=spec, min_iters=args.iters,
@@ -92,8 +91,3 @@ def run(args: argparse.Namespace) -> int:
     print(markdown_table(results))
     print(f"\nwrote {csv_path} and {png_path}")
     return 0
-
-
-def _label(result, spec: str):
-    result.target = spec
-    return result

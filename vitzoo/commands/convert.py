@@ -29,8 +29,11 @@ def convert(model_name: str, checkpoint: str, output: str, **model_kwargs) -> Pa
 
     import vitzoo
 
-    model = vitzoo.create_model(model_name, pretrained=True, pretrained_cfg_overlay=dict(file=str(checkpoint)),
-                                **model_kwargs)
+    overlay = dict(file=str(checkpoint))
+    if model_kwargs.get("num_classes"):
+        # the checkpoint's head has this many classes: keep it (timm drops a head whose size differs from the cfg's)
+        overlay["num_classes"] = model_kwargs["num_classes"]
+    model = vitzoo.create_model(model_name, pretrained=True, pretrained_cfg_overlay=overlay, **model_kwargs)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")

@@ -7,18 +7,16 @@ adds its own flags in a group and runs the generation.
 from __future__ import annotations
 
 import argparse
-import importlib
-import pkgutil
 
 HELP = "generate images with a vitzoo diffusion pipeline (--pipeline NAME)"
 
 
 def pipelines() -> dict[str, object]:
     """The pipeline CLI modules by name."""
+    from vitzoo._discovery import import_submodules
     from vitzoo.diffusion import cli
 
-    return {info.name: importlib.import_module(f"{cli.__name__}.{info.name}")
-            for info in pkgutil.iter_modules(cli.__path__) if not info.name.startswith("_")}
+    return import_submodules(cli.__name__, cli.__path__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -7,8 +7,6 @@ many tokens (or latent pixels) that resolution means for its attention.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -41,11 +39,12 @@ def register_denoiser(name: str) -> Callable:
 
 
 def _import_diffusion_modules() -> None:
+    """Import the model modules of ``vitzoo.diffusion`` so their ``@register_denoiser`` run."""
     import vitzoo.diffusion as diffusion
+    from vitzoo._discovery import import_submodules
 
-    for info in pkgutil.iter_modules(diffusion.__path__):
-        if not info.name.startswith("_") and info.name not in ("cli", "pipelines", "benchmarks"):
-            importlib.import_module(f"{diffusion.__name__}.{info.name}")
+    import_submodules(diffusion.__name__, diffusion.__path__,
+                      accept=lambda name: not name.startswith("_") and name not in ("cli", "pipelines", "benchmarks", "distill"))
 
 
 def list_denoisers() -> list[str]:

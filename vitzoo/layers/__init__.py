@@ -5,5 +5,6 @@ timm.layers is used wherever it already has the piece; what lives here is what i
 
 from .conv import DepthwiseConv2d
 from .drop import drop_path_rates
+from .local import ConvPosEnc, LocalConcentration
 
-__all__ = ["DepthwiseConv2d", "drop_path_rates"]
+__all__ = ["ConvPosEnc", "DepthwiseConv2d", "LocalConcentration", "drop_path_rates"]

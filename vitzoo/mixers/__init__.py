@@ -6,9 +6,7 @@
 Every module in this package registers its mixers on import; adding a family file is enough.
 """
 
-import importlib
-import pkgutil
-
+from .._discovery import import_submodules
 from ._base import (
     TokenMixer,
     create_mixer,
@@ -20,9 +18,7 @@ from ._base import (
     tokens_to_map,
 )
 
-for _module in pkgutil.iter_modules(__path__):
-    if not _module.name.startswith("_"):
-        importlib.import_module(f"{__name__}.{_module.name}")
+import_submodules(__name__, __path__)
 
 __all__ = [
     "TokenMixer",

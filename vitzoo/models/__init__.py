@@ -1,15 +1,11 @@
 """Backbone families, one module each; importing this package registers every model with timm."""
 
-import importlib
-import pkgutil
-
+from .._discovery import import_submodules
 from ._builder import PretrainedWeightsError, build_vitzoo_model, cfg_notes, make_cfg
 from ._checkpoint import CheckpointError, read_checkpoint, select_state_dict
 from ._registry import check_model_name, list_models, model_family, reduced_config, register_model
 
-for _module in pkgutil.iter_modules(__path__):
-    if not _module.name.startswith("_"):
-        importlib.import_module(f"{__name__}.{_module.name}")
+import_submodules(__name__, __path__)
 
 __all__ = [
     "CheckpointError",

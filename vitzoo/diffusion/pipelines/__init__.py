@@ -4,14 +4,11 @@ re-exported, so ``from vitzoo.diffusion.pipelines import <Name>Pipeline`` works 
 Keep class module paths stable: diffusers writes them into ``model_index.json`` on save.
 """
 
-import importlib
-import pkgutil
+from ..._discovery import import_submodules
 
 __all__: list[str] = []
 
-for _info in pkgutil.iter_modules(__path__):
-    if _info.name.startswith("pipeline_"):
-        _module = importlib.import_module(f"{__name__}.{_info.name}")
-        for _name in getattr(_module, "__all__", ()):
-            globals()[_name] = getattr(_module, _name)
-            __all__.append(_name)
+for _module in import_submodules(__name__, __path__, accept=lambda name: name.startswith("pipeline_")).values():
+    for _name in getattr(_module, "__all__", ()):
+        globals()[_name] = getattr(_module, _name)
+        __all__.append(_name)
