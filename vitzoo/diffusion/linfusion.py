@@ -192,12 +192,20 @@ class LinFusion(ModelMixin, ConfigMixin):
     # ---------------------------------------------------------------- construction and loading
 
     @staticmethod
-    def default_modules_list(unet: nn.Module, projection_mid_dim: Optional[int] = None) -> list[dict[str, Any]]:
-        """One entry per ``attn1`` of ``unet`` (what ``LinFusion.get_default_config`` gives officially)."""
+    def default_modules_list(unet: nn.Module, projection_mid_dim: Optional[int] = None,
+                             mid_dim_scale: Optional[int] = None) -> list[dict[str, Any]]:
+        """One entry per ``attn1`` of ``unet`` (what ``LinFusion.get_default_config`` gives officially).
+
+        ``projection_mid_dim`` sets one MLP width for all; ``mid_dim_scale`` sets M = C / scale per module
+        (the official SD-XL training flag ``--mid_dim_scale=16``).
+        """
         modules = self_attention_modules(unet)
         if not modules:
             raise ValueError(f"{type(unet).__name__} has no self-attention 'attn1' modules to replace")
-        return [_module_spec(name, attn, projection_mid_dim) for name, attn in modules]
+        if projection_mid_dim is not None and mid_dim_scale is not None:
+            raise ValueError("give projection_mid_dim or mid_dim_scale, not both")
+        return [_module_spec(name, attn, attn.to_q.in_features // mid_dim_scale if mid_dim_scale else projection_mid_dim)
+                for name, attn in modules]
 
     @classmethod
     def construct_for(
@@ -207,6 +215,7 @@ class LinFusion(ModelMixin, ConfigMixin):
             *,
             dtype: Optional[torch.dtype] = None,
             projection_mid_dim: Optional[int] = None,
+            mid_dim_scale: Optional[int] = None,
             mount: bool = True,
     ) -> "LinFusion":
         """Build (or load) the LinFusion of a pipeline's UNet and mount it.
@@ -219,7 +228,8 @@ class LinFusion(ModelMixin, ConfigMixin):
                 False builds fresh, randomly initialised modules (for distillation), as the official
                 ``load_pretrained=False``.
             dtype: parameter dtype; defaults to the UNet's (fp16 hub weights are cast, so upcast for fp32).
-            projection_mid_dim: MLP width of fresh modules (None: C; the SD-XL checkpoint used C/16).
+            projection_mid_dim: MLP width of fresh modules (None: C).
+            mid_dim_scale: MLP width C / scale per fresh module instead (16 for the SD-XL checkpoint).
             mount: install the processors on the UNet (default).
         """
         unet = getattr(pipeline_or_unet, "unet", pipeline_or_unet)
@@ -237,7 +247,7 @@ class LinFusion(ModelMixin, ConfigMixin):
                     + ", ".join(sorted(KNOWN_CHECKPOINTS)))
             pretrained = KNOWN_CHECKPOINTS[name]
         if pretrained is False:
-            linfusion = cls(modules_list=cls.default_modules_list(unet, projection_mid_dim))
+            linfusion = cls(modules_list=cls.default_modules_list(unet, projection_mid_dim, mid_dim_scale))
         elif pretrained is True:
             raise ValueError("pretrained=True is ambiguous: pass a checkpoint, None (look up the base model) or False")
         else:

@@ -1,0 +1,1 @@
+"""Datasets for training and evaluation (``vitzoo.data.captions``: image-caption folders)."""
