@@ -2,7 +2,9 @@
 
 It has every component of SD-1.5 at toy width: a UNet with cross-attention transformer blocks at the
 full latent resolution (so LinFusion has ``attn1`` layers where the token count is largest), a
-four-block ``AutoencoderKL`` (factor 8, like SD), a two-layer CLIP text encoder and a
+four-block ``AutoencoderKL`` (factor 8 and a mid-block attention, like SD; 4 channels at full
+resolution, because at 16K the VAE's full-resolution layers dominate a CPU run), a two-layer CLIP
+text encoder and a
 character-level CLIP tokenizer whose vocabulary is written to a directory. Nothing is downloaded.
 It serves the tests, the 16K CPU demonstration of ``vitzoo generate --pipeline linfusion --model
 tiny-random`` and the resolution sweep; its images are noise, only shapes, memory and time mean
@@ -27,7 +29,7 @@ TINY_UNET_CONFIG: dict[str, Any] = dict(
     cross_attention_dim=32, attention_head_dim=2, norm_num_groups=8,
 )
 TINY_VAE_CONFIG: dict[str, Any] = dict(
-    in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 16, 16), layers_per_block=1,
+    in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(4, 8, 8, 8), layers_per_block=1,
     down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=4,
     sample_size=512,
 )
