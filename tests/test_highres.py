@@ -259,6 +259,16 @@ def test_pipeline_batches_write_one_png_each(tiny, tmp_path):
     assert first.shape == second.shape == (64, 96, 3) and not np.array_equal(first, second)
 
 
+def test_pipeline_save_pretrained_round_trip(tiny, tmp_path):
+    pipe = HighResolutionPipeline.from_pipe(tiny)
+    pipe.save_pretrained(tmp_path / "hr")
+    assert json.loads((tmp_path / "hr" / "model_index.json").read_text())["_class_name"] == "HighResolutionPipeline"
+    again = HighResolutionPipeline.from_pretrained(tmp_path / "hr", local_files_only=True)
+    run = lambda p: p("a cat", height=64, width=64, num_inference_steps=2, base_size=32, output_type="pt",  # noqa: E731
+                      generator=torch.Generator().manual_seed(0)).images
+    torch.testing.assert_close(run(again), run(pipe), atol=0, rtol=0)
+
+
 def test_pipeline_rejects_bad_arguments(tiny):
     pipe = HighResolutionPipeline.from_pipe(tiny)
     with pytest.raises(ValueError, match="need 2 strengths"):

@@ -312,3 +312,39 @@ def _two_process_run(model, data, output):
         engine.DISTILL_METHODS["linfusion"].build = original
     rank = PartialState().process_index
     torch.save({k: v.detach().cpu() for k, v in built["trainable"].state_dict().items()}, f"{output}/rank{rank}.pt")
+
+
+def test_sdxl_pipeline_distils_with_pooled_embeddings_and_micro_conditioning(tmp_path):
+    """SD-XL: two text encoders (penultimate states concatenated, pooled text_embeds) and time ids from the
+    original size and crop corner of each image, as the official SD-XL script conditions the UNet."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from vitzoo.diffusion.highres_tiny import TINY_VAE_CONFIG, tiny_clip_tokenizer
+    from vitzoo.train import distill as engine
+
+    tokenizer = tiny_clip_tokenizer(tmp_path / "tok")
+    text = dict(hidden_size=16, intermediate_size=20, num_attention_heads=2, num_hidden_layers=2,
+                vocab_size=len(tokenizer), max_position_embeddings=16, bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8, block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2), attention_head_dim=(2, 4), cross_attention_dim=32,
+        use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=6 * 8 + 16)
+    pipe = StableDiffusionXLPipeline(
+        vae=AutoencoderKL(**TINY_VAE_CONFIG), text_encoder=CLIPTextModel(CLIPTextConfig(**text)),
+        text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**text, projection_dim=16)),
+        tokenizer=tokenizer, tokenizer_2=tokenizer, unet=unet, scheduler=EulerDiscreteScheduler())
+    pipe.save_pretrained(tmp_path / "sdxl")
+    data = _write_folder(tmp_path / "data")
+    batch = engine._collate([ImageCaptionFolder(data, 32, resize="center-crop")[i] for i in range(2)])
+    embeds, added = engine._conditioning(pipe, batch["caption"], batch, 32, torch.device("cpu"))
+    assert embeds.shape == (2, 16, 32) and added["text_embeds"].shape == (2, 16)
+    assert added["time_ids"].tolist() == [[40, 48, 0, 3, 32, 32]] * 2  # 40x48 -> 32x38, crop 3 px from the left
+    assert _distill(tmp_path / "sdxl", data, tmp_path / "run", "--max-steps", "1", "--resize", "center-crop",
+                    "--mid-dim-scale", "8") == 0
+    exported = LinFusion.from_checkpoint(tmp_path / "run" / "linfusion")
+    assert [s["projection_mid_dim"] for s in exported.config.modules_list] == [4] * 8  # 32 channels / 8, 8 attn1
