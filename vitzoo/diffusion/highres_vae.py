@@ -17,7 +17,6 @@ Tile sizes come from the VAE's public attributes (``vae.tile_sample_min_size``,
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Optional
 
 import torch
@@ -61,17 +60,17 @@ def _blend_cols(left: torch.Tensor, tile: torch.Tensor, extent: int) -> None:
         tile[:, :, :, :extent] = left[:, :, :, -extent:] * (1 - ramp) + tile[:, :, :, :extent] * ramp
 
 
-def _blended_bands(height: int, width: int, tile: int, stride: int, extent: int, limit: int,
+def _blended_bands(height: int, width: int, tile_size: int, stride: int, extent: int, limit: int,
                    run_tile: Callable[[int, int], torch.Tensor]):
-    """Yield (row offset in the output, band) for the tile grid over [height, width] input positions.
+    """Yield (row offset in the output, band, tiles run) for the tile grid over [height, width] input positions.
 
     ``run_tile(i, j)`` maps the input tile at (i, j) to an output tile; bands are the blended tiles of
     one grid row cropped to ``limit`` and concatenated (diffusers' tiled encode/decode algorithm).
-    An input no larger than one ``tile`` (input units) is a single call, as diffusers does not tile it.
+    An input no larger than one tile (``tile_size``, input units) is a single call, as diffusers does not tile it.
     """
-    if height <= tile and width <= tile:
+    if height <= tile_size and width <= tile_size:
         # one tile holds everything: no grid (diffusers does not tile then either)
-        yield 0, run_tile(0, 0)
+        yield 0, run_tile(0, 0), 1
         return
     bottoms: Optional[list[torch.Tensor]] = None
     offset = 0
@@ -84,9 +83,9 @@ def _blended_bands(height: int, width: int, tile: int, stride: int, extent: int,
                 _blend_cols(tiles[j - 1], tile, extent)
         band = torch.cat([tile[:, :, :limit, :limit] for tile in tiles], dim=3)
         bottoms = [tile[:, :, -extent:].clone() for tile in tiles] if extent else [tile[:, :, :0] for tile in tiles]
-        yield offset, band
+        yield offset, band, len(tiles)
         offset += band.shape[2]
-        del tiles
+        del tiles, tile, band  # before the next row's tiles exist
 
 
 @torch.no_grad()
@@ -95,7 +94,7 @@ def decode_tiled(vae: nn.Module, latents: torch.Tensor, sink: Callable[[int, tor
     """Decode ``latents`` [B, c, h, w] (already divided by the scaling factor) tile row by tile row.
 
     ``sink(y0, band)`` receives the decoded rows [B, 3, rows, w·8] starting at image row ``y0``, in
-    order, values in about [-1, 1]. ``progress(n)`` is called with the number of tiles done per row.
+    order, values in about [-1, 1]. ``progress(n)`` is called with the number of tiles of each row done.
     """
     sample, latent, overlap = _tiling(vae, tile_sample_size)
     stride = int(latent * (1 - overlap))
@@ -108,11 +107,11 @@ def decode_tiled(vae: nn.Module, latents: torch.Tensor, sink: Callable[[int, tor
             tile = vae.post_quant_conv(tile)
         return vae.decoder(tile)
 
-    columns = math.ceil(latents.shape[3] / stride)
-    for y0, band in _blended_bands(latents.shape[2], latents.shape[3], latent, stride, extent, sample - extent, run_tile):
+    for y0, band, tiles in _blended_bands(latents.shape[2], latents.shape[3], latent, stride, extent, sample - extent,
+                                          run_tile):
         sink(y0, band)
         if progress is not None:
-            progress(columns)
+            progress(tiles)
 
 
 @torch.no_grad()
@@ -134,12 +133,11 @@ def encode_tiled(vae: nn.Module, source: Callable[[int, int, int, int], torch.Te
         moments = vae.encoder(tile)
         return vae.quant_conv(moments) if vae.quant_conv is not None else moments
 
-    columns = math.ceil(width / stride)
     bands = []
-    for _, band in _blended_bands(height, width, sample, stride, extent, latent - extent, run_tile):
+    for _, band, tiles in _blended_bands(height, width, sample, stride, extent, latent - extent, run_tile):
         bands.append(band)
         if progress is not None:
-            progress(columns)
+            progress(tiles)
     return torch.cat(bands, dim=2)
 
 

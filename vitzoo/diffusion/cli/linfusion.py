@@ -76,7 +76,9 @@ def build_pipeline(args: argparse.Namespace):
         if not hasattr(diffusers, args.scheduler):
             raise ValueError(f"diffusers has no scheduler {args.scheduler!r}")
         pipe.scheduler = getattr(diffusers, args.scheduler).from_config(pipe.scheduler.config)
-    pipe = pipe.to(device=device, dtype=dtype)
+    if args.model == TINY and dtype != torch.float32:
+        pipe = pipe.to(dtype=dtype)
+    pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=False)
     linfusion = None
     if args.linfusion != "none":

@@ -299,7 +299,8 @@ class HighResolutionPipeline(StableDiffusionPipeline):
             # the float32 operations of diffusers' VaeImageProcessor (x / 255, then 2x - 1), bit for bit
             return (resize_region(canvas, size, (y0, y1), (x0, x1)) / 255 * 2 - 1).to(device)
 
-        moments = encode_tiled(self.vae, source, size[0], size[1], tile_sample_size=tile_size)
+        with self._tile_bar(f"VAE encode {size[1]}x{size[0]}", size, tile_size, latent=False) as bar:
+            moments = encode_tiled(self.vae, source, size[0], size[1], tile_sample_size=tile_size, progress=bar.update)
         latents = DiagonalGaussianDistribution(moments).sample(generator)
         return (latents * self.vae.config.scaling_factor).to(dtype)
 
@@ -310,7 +311,22 @@ class HighResolutionPipeline(StableDiffusionPipeline):
             band = (band.float() / 2 + 0.5).clamp(0, 1).mul(255).round().to(torch.uint8)
             sink(y0, band.permute(0, 2, 3, 1).cpu())
 
-        decode_tiled(self.vae, latents / self.vae.config.scaling_factor, to_uint8, tile_sample_size=tile_size)
+        factor = vae_scale_factor(self.vae)
+        size = (latents.shape[2] * factor, latents.shape[3] * factor)
+        with self._tile_bar(f"VAE decode {size[1]}x{size[0]}", latents.shape[2:], tile_size, latent=True) as bar:
+            decode_tiled(self.vae, latents / self.vae.config.scaling_factor, to_uint8, tile_sample_size=tile_size,
+                         progress=bar.update)
+
+    def _tile_bar(self, description: str, size: Sequence[int], tile_size: Optional[int], latent: bool):
+        """A progress bar over the VAE tiles of one encode/decode (they dominate very large images)."""
+        factor = vae_scale_factor(self.vae)
+        tile = (tile_size or self.vae.tile_sample_min_size) // (factor if latent else 1)
+        stride = max(1, int(tile * (1 - self.vae.tile_overlap_factor)))
+        tiles = 1 if max(size) <= tile else math.ceil(size[0] / stride) * math.ceil(size[1] / stride)
+        bar = self.progress_bar(total=tiles)
+        bar.set_description(description)
+        bar.leave = False
+        return bar
 
     def _decode_to_canvas(self, latents: torch.Tensor, tile_size: Optional[int]) -> torch.Tensor:
         factor = vae_scale_factor(self.vae)
