@@ -9,7 +9,9 @@
 
 The image is written to PNG band by band. ``--model tiny-random`` builds the offline tiny random SD of
 :mod:`vitzoo.diffusion.highres_tiny` (no download; its images are noise). ``--sweep`` runs one fresh
-process per resolution and attention (so each peak RSS is its own) and writes CSV, PNG and a table.
+process per resolution and attention (so each peak RSS is its own) and writes CSV, PNG and a table;
+each point's record is kept as ``<sweep-out>_<attention>_<size>.json`` and reused by a later sweep
+(delete it to measure again), so an interrupted sweep resumes.
 """
 
 from __future__ import annotations
@@ -150,9 +152,12 @@ def sweep(args: argparse.Namespace) -> int:
             exceeded = None
             for size in sorted(args.sweep):
                 label = "original attention" if attention == "none" else f"LinFusion ({attention})"
+                kept = stem.parent / f"{stem.name}_{attention}_{size}.json"
                 stats_path = Path(tmp) / f"{attention}_{size}.json"
                 status, stats = "ok", {}
-                if exceeded is not None:
+                if kept.is_file():
+                    stats = json.loads(kept.read_text())  # measured before: delete the file to measure again
+                elif exceeded is not None:
                     status = f"skipped: {exceeded}px already exceeded {args.sweep_timeout:.0f} s"
                 else:
                     command = [sys.executable, "-m", "vitzoo.cli", "generate", "--pipeline", "linfusion",
@@ -173,9 +178,9 @@ def sweep(args: argparse.Namespace) -> int:
                     label, "pipeline", f"{size}x{size}", size * size, 1, 1000 * stats.get("seconds", float("nan")),
                     1 / stats["seconds"] if stats else float("nan"), stats.get("peak_mem_mb", float("nan")),
                     stats.get("device", args.device or "cpu"), args.dtype, status))
-                if stats:
-                    (stem.parent / f"{stem.name}_{attention}_{size}.json").parent.mkdir(parents=True, exist_ok=True)
-                    (stem.parent / f"{stem.name}_{attention}_{size}.json").write_text(json.dumps(stats, indent=1))
+                if stats and not kept.is_file():
+                    kept.parent.mkdir(parents=True, exist_ok=True)
+                    kept.write_text(json.dumps(stats, indent=1))
     csv_path = write_csv(results, stem.with_suffix(".csv"))
     png_path = plot_results(results, stem.with_suffix(".png"),
                             title=f"{args.model}: whole generation vs resolution ({results[0].device})")
