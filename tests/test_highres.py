@@ -301,3 +301,25 @@ def test_generate_cli_needs_a_model():
     from vitzoo.cli import main
 
     assert main(["generate", "--pipeline", "linfusion", "--height", "64", "--width", "64"]) == 2
+
+
+@pytest.mark.slow
+def test_sweep_runs_fresh_processes_and_reuses_kept_points(tmp_path):
+    import csv
+
+    from vitzoo.cli import main
+
+    stem = tmp_path / "bench" / "sweep"
+    stem.parent.mkdir()
+    kept = {"seconds": 12.5, "peak_mem_mb": 34.0, "device": "cpu"}
+    (stem.parent / "sweep_none_64.json").write_text(json.dumps(kept))  # measured before: must be reused
+    code = main(["generate", "--pipeline", "linfusion", "--model", "tiny-random", "--steps", "2", "--base-size", "32",
+                 "--sweep", "64", "--sweep-attention", "random", "none", "--sweep-out", str(stem)])
+    assert code == 0
+    with open(stem.with_suffix(".csv")) as handle:
+        rows = {row["target"]: row for row in csv.DictReader(handle)}
+    assert rows["original attention"]["ms"] == "12500.0" and rows["original attention"]["peak_mem_mb"] == "34.0"
+    assert rows["LinFusion (random)"]["status"] == "ok" and float(rows["LinFusion (random)"]["ms"]) > 0
+    record = json.loads((stem.parent / "sweep_random_64.json").read_text())
+    assert record["linfusion"] == "random" and record["stage_sizes"] == [[32, 32], [64, 64]]
+    assert stem.with_suffix(".png").is_file()

@@ -269,6 +269,7 @@ def test_shipped_configs_parse(name):
     assert args.method == "linfusion" and args.lr == 1e-4 and args.weight_decay == 0.0
 
 
+@pytest.mark.slow
 def test_two_processes_stay_in_sync(setup):
     from accelerate import debug_launcher
 
