@@ -35,9 +35,11 @@ def test_mixer_matches_official_outputs(case, mid_dim):
     mixer.load_state_dict(golden.weights)
     for name in ("grid6x10", "grid8x8"):
         spec = golden.meta["cases"][name]
-        torch.testing.assert_close(mixer(golden.io[f"{name}.x"], (spec["H"], spec["W"])), golden.io[f"{name}.y"], **MIXER_TOL)
+        out = mixer(golden.io[f"{name}.x"], (spec["H"], spec["W"]))
+        torch.testing.assert_close(out, golden.io[f"{name}.y"], **MIXER_TOL)
     # the official 1/N_query scaling of K^T V in cross-attention (a quirk the golden pins)
-    torch.testing.assert_close(mixer.attend(golden.io["cross.x"], golden.io["cross.ctx"]), golden.io["cross.y"], **MIXER_TOL)
+    out = mixer.attend(golden.io["cross.x"], golden.io["cross.ctx"])
+    torch.testing.assert_close(out, golden.io["cross.y"], **MIXER_TOL)
 
 
 def test_mixer_intermediates_match_official():
@@ -379,7 +381,8 @@ def test_sdxl_style_unet_runs_with_linfusion():
         projection_class_embeddings_input_dim=24 + 6 * 8).eval()
     linfusion = LinFusion.construct_for(unet, pretrained=False, projection_mid_dim=2)
     assert [s["module_name"] for s in linfusion.config.modules_list][:2] == [
-        "down_blocks.1.attentions.0.transformer_blocks.0.attn1", "down_blocks.1.attentions.0.transformer_blocks.1.attn1"]
+        "down_blocks.1.attentions.0.transformer_blocks.0.attn1",
+        "down_blocks.1.attentions.0.transformer_blocks.1.attn1"]
     assert linfusion.state_dict()["0.to_q_.0.weight"].shape == (2, 32)
     inputs = dict(sample=torch.randn(1, 4, 8, 12), timestep=torch.tensor([10]),
                   encoder_hidden_states=torch.randn(1, 5, 24),

@@ -195,7 +195,8 @@ def test_distill_trains_checkpoints_and_exports(setup):
     exported = LinFusion.from_checkpoint(run / "linfusion")
     fresh = LinFusion.construct_for(unet, pretrained=False, mount=False)
     assert set(exported.state_dict()) == set(fresh.state_dict())
-    trained = LinFusion.construct_for(unet, pretrained=run / "last.safetensors")  # metadata makes the file self-describing
+    # the checkpoint's metadata makes the file self-describing
+    trained = LinFusion.construct_for(unet, pretrained=run / "last.safetensors")
     for key, value in exported.state_dict().items():
         torch.testing.assert_close(trained.state_dict()[key], value, atol=0, rtol=0)
     assert any(not torch.equal(value, fresh.state_dict()[key]) for key, value in exported.state_dict().items())
@@ -248,7 +249,8 @@ def test_config_file_sets_defaults_and_typed_flags_win(setup, tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("lr: 2.0e-4\nbatch_size: 4\nmid_dim_scale: 16\nresize: center-crop\n")
     args = resolve(build_parser().parse_args(["distill", "-c", str(config), "--batch-size", "3"]))
-    assert (args.lr, args.batch_size, args.mid_dim_scale, args.resize, args.weight_decay) == (2e-4, 3, 16, "center-crop", 0.0)
+    values = (args.lr, args.batch_size, args.mid_dim_scale, args.resize, args.weight_decay)
+    assert values == (2e-4, 3, 16, "center-crop", 0.0)
     config.write_text("learning_rate: 1.0e-4\n")
     with pytest.raises(ValueError, match="unknown key 'learning_rate'"):
         resolve(build_parser().parse_args(["distill", "-c", str(config)]))

@@ -1,4 +1,6 @@
-"""`python tools/distill.py ...` is `vitzoo distill ...` (see vitzoo/commands/distill.py); use it with `accelerate launch`."""
+"""`python tools/distill.py ...` is `vitzoo distill ...` (see vitzoo/commands/distill.py).
+
+Multi-GPU: `accelerate launch --multi_gpu --num_processes N tools/distill.py ...`."""
 
 import sys
 

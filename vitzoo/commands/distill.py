@@ -23,7 +23,8 @@ METHODS = ("linfusion",)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", default=None, help="YAML file of flag defaults (flags typed here win)")
     parser.add_argument("--method", choices=METHODS, default="linfusion")
-    parser.add_argument("--model", default=None, help="diffusers SD-1.x/2.x/XL pipeline directory or hub id ('tiny-random': offline toy)")
+    parser.add_argument("--model", default=None,
+                        help="diffusers SD-1.x/2.x/XL pipeline directory or hub id ('tiny-random': offline toy)")
     parser.add_argument("--data-dir", default=None, help="image-caption folder (image + same-stem .txt)")
     parser.add_argument("--output", default="runs/distill", help="run directory (checkpoints, metrics, export)")
     parser.add_argument("--resolution", type=int, default=512)
@@ -35,9 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--adam-beta1", type=float, default=0.9)
     parser.add_argument("--adam-beta2", type=float, default=0.999)
-    parser.add_argument("--max-grad-norm", type=float, default=None, help="clip gradients (the official recipe does not)")
+    parser.add_argument("--max-grad-norm", type=float, default=None,
+                        help="clip gradients (the official recipe does not)")
     parser.add_argument("--epochs", type=int, default=300)
-    parser.add_argument("--max-steps", type=int, default=None, help="optimizer steps (default: epochs x steps per epoch)")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="optimizer steps (default: epochs x steps per epoch)")
     parser.add_argument("--kd-weight", type=float, default=0.5, help="weight of the output distillation term")
     parser.add_argument("--feature-weight", type=float, default=0.5, help="weight of the attention-feature term")
     parser.add_argument("--mid-dim-scale", type=int, default=None, help="LinFusion MLP width C/scale (16 for SD-XL)")
@@ -49,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-every", type=int, default=10, help="steps between metric rows")
     parser.add_argument("--checkpoint-every", type=int, default=10000, help="steps between checkpoints")
-    parser.add_argument("--resume", default=None, help="a last.state.pt, or 'auto' for <output>/last.state.pt when present")
+    parser.add_argument("--resume", default=None,
+                        help="a last.state.pt, or 'auto' for <output>/last.state.pt when present")
     # flags take their defaults only after the config file had its say (timm's -c semantics): park them
     defaults, actions = {}, {}
     for action in parser._actions:
@@ -109,5 +113,6 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     summary = distill(args)
     state = "stopped" if summary["stopped"] else "finished"
-    print(f"{state} at step {summary['step']} (last logged loss {summary['last_loss']:.4f}); run directory {summary['output']}")
+    print(f"{state} at step {summary['step']} (last logged loss {summary['last_loss']:.4f}); "
+          f"run directory {summary['output']}")
     return 0

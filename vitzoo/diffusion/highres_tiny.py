@@ -37,7 +37,7 @@ TINY_VAE_CONFIG: dict[str, Any] = dict(
 
 def _byte_characters() -> list[str]:
     """GPT-2's reversible byte -> printable-character table, the alphabet of CLIP's BPE."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     codes, extra = printable[:], 0
     for byte in range(256):
         if byte not in printable:
@@ -103,6 +103,7 @@ def tiny_stable_diffusion(
                               set_alpha_to_one=False, steps_offset=1, prediction_type=prediction_type)
     pipeline_class = pipeline_class or StableDiffusionPipeline
     pipe = pipeline_class(vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=tokenizer, unet=unet.eval(),
-                          scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+                          scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                          requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe

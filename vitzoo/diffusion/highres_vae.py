@@ -116,7 +116,8 @@ def decode_tiled(vae: nn.Module, latents: torch.Tensor, sink: Callable[[int, tor
 
 @torch.no_grad()
 def encode_tiled(vae: nn.Module, source: Callable[[int, int, int, int], torch.Tensor], height: int, width: int, *,
-                 tile_sample_size: Optional[int] = None, progress: Optional[Callable[[int], None]] = None) -> torch.Tensor:
+                 tile_sample_size: Optional[int] = None,
+                 progress: Optional[Callable[[int], None]] = None) -> torch.Tensor:
     """Encode an image of ``height`` x ``width`` that ``source(y0, y1, x0, x1)`` supplies tile by tile.
 
     The source returns [B, 3, y1 - y0, x1 - x0] in [-1, 1]. Returns the latent moments
@@ -183,7 +184,8 @@ def _apply(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 _ONE = 1 << 22  # Pillow's PRECISION_BITS for 8-bit images
 
 
-def resize_region(image: torch.Tensor, size: tuple[int, int], rows: tuple[int, int], cols: tuple[int, int]) -> torch.Tensor:
+def resize_region(image: torch.Tensor, size: tuple[int, int], rows: tuple[int, int],
+                  cols: tuple[int, int]) -> torch.Tensor:
     """Rows [y0, y1) and columns [x0, x1) of ``image`` resized to ``size`` = (H, W), as Pillow's BICUBIC.
 
     Args:
@@ -202,5 +204,5 @@ def resize_region(image: torch.Tensor, size: tuple[int, int], rows: tuple[int, i
     index_x, weights_x = resize_weights(width, size[1], *cols)
     first, last = int(index_y.min()), int(index_y.max()) + 1
     region = _apply(image[:, :, first:last].long()[..., index_x], _fixed_point(weights_x))  # [B, C, rows, x1 - x0]
-    region = _apply(region[:, :, index_y - first].permute(0, 1, 4, 2, 3), _fixed_point(weights_y))  # [B, C, x1 - x0, y1 - y0]
+    region = _apply(region[:, :, index_y - first].permute(0, 1, 4, 2, 3), _fixed_point(weights_y))  # [B, C, nx, ny]
     return region.transpose(-2, -1).float()

@@ -183,13 +183,12 @@ class LinFusion(ModelMixin, ConfigMixin):
             missing = {"module_name", "dim_n", "heads"} - set(spec)
             if missing:
                 raise ValueError(f"modules_list[{index}] lacks {sorted(missing)}: {spec}")
-            self.add_module(str(index), LinFusionMixer(spec["dim_n"], spec["heads"], mid_dim=spec.get("projection_mid_dim")))
+            mixer = LinFusionMixer(spec["dim_n"], spec["heads"], mid_dim=spec.get("projection_mid_dim"))
+            self.add_module(str(index), mixer)
         # kept out of nn.Module's registry: the UNet must not become a submodule (state_dict, .to())
         object.__setattr__(self, "_unet", None)
         self._processors: dict[str, LinFusionAttnProcessor] = {}
         self._originals: dict[str, Any] = {}
-
-    # ---------------------------------------------------------------- construction and loading
 
     @staticmethod
     def default_modules_list(unet: nn.Module, projection_mid_dim: Optional[int] = None,
@@ -204,8 +203,8 @@ class LinFusion(ModelMixin, ConfigMixin):
             raise ValueError(f"{type(unet).__name__} has no self-attention 'attn1' modules to replace")
         if projection_mid_dim is not None and mid_dim_scale is not None:
             raise ValueError("give projection_mid_dim or mid_dim_scale, not both")
-        return [_module_spec(name, attn, attn.to_q.in_features // mid_dim_scale if mid_dim_scale else projection_mid_dim)
-                for name, attn in modules]
+        return [_module_spec(name, attn, attn.to_q.in_features // mid_dim_scale if mid_dim_scale
+                             else projection_mid_dim) for name, attn in modules]
 
     @classmethod
     def construct_for(
@@ -234,12 +233,14 @@ class LinFusion(ModelMixin, ConfigMixin):
         """
         unet = getattr(pipeline_or_unet, "unet", pipeline_or_unet)
         if not isinstance(unet, nn.Module):
-            raise TypeError(f"expected a diffusers pipeline with a UNet, or a UNet; got {type(pipeline_or_unet).__name__}")
+            raise TypeError(f"expected a diffusers pipeline with a UNet, or a UNet; "
+                            f"got {type(pipeline_or_unet).__name__}")
         parameter = next(unet.parameters(), None)
         device = parameter.device if parameter is not None else torch.device("cpu")
         dtype = dtype or (parameter.dtype if parameter is not None else torch.float32)
         if pretrained is None:
-            name = getattr(pipeline_or_unet, "name_or_path", None) or getattr(getattr(unet, "config", None), "_name_or_path", None)
+            name = (getattr(pipeline_or_unet, "name_or_path", None)
+                    or getattr(getattr(unet, "config", None), "_name_or_path", None))
             if name not in KNOWN_CHECKPOINTS:
                 raise ValueError(
                     f"no known LinFusion checkpoint for base model {name!r}; pass pretrained=<directory, "
@@ -274,7 +275,8 @@ class LinFusion(ModelMixin, ConfigMixin):
         state = _canonical_keys(state, modules_list, unet)
         if modules_list is None:
             if unet is None:
-                raise ValueError("a checkpoint without config.json / modules_list metadata needs unet= to name its modules")
+                raise ValueError("a checkpoint without config.json / modules_list metadata needs unet= "
+                                 "to name its modules")
             modules_list = _infer_modules_list(state, unet)
         linfusion = cls(modules_list=modules_list)
         expected = {k: tuple(v.shape) for k, v in linfusion.state_dict().items()}
@@ -305,8 +307,6 @@ class LinFusion(ModelMixin, ConfigMixin):
         """safetensors metadata that makes a bare weights file self-describing."""
         return {"format": "pt", "linfusion_modules_list": json.dumps(self.config.modules_list)}
 
-    # ---------------------------------------------------------------- mounting
-
     @property
     def unet(self) -> Optional[nn.Module]:
         """The UNet this LinFusion is mounted on, or None."""
@@ -334,7 +334,9 @@ class LinFusion(ModelMixin, ConfigMixin):
             elif isinstance(attn.get_processor(), LinFusionAttnProcessor):
                 problems.append(f"{index}: {name} already runs LinFusion (unmount the other LinFusion first)")
         if problems:
-            shown = "\n  ".join(problems[:12]) + (f"\n  ... and {len(problems) - 12} more" if len(problems) > 12 else "")
+            shown = "\n  ".join(problems[:12])
+            if len(problems) > 12:
+                shown += f"\n  ... and {len(problems) - 12} more"
             raise ValueError(f"this LinFusion checkpoint ({len(self.config.modules_list)} modules) does not fit "
                              f"{type(unet).__name__}: {len(problems)} modules do not match; it was made for "
                              f"another UNet architecture:\n  {shown}")
@@ -453,8 +455,9 @@ def _infer_modules_list(state: dict[str, torch.Tensor], unet: nn.Module) -> list
     modules = self_attention_modules(unet)
     indices = sorted({int(key.split(".", 1)[0]) for key in state})
     if indices != list(range(len(modules))):
-        raise ValueError(f"the checkpoint holds {len(indices)} LinFusion modules (indices {indices[0]}..{indices[-1]}), "
-                         f"{type(unet).__name__} has {len(modules)} self-attention modules: it was made for another UNet")
+        raise ValueError(f"the checkpoint holds {len(indices)} LinFusion modules "
+                         f"(indices {indices[0]}..{indices[-1]}), {type(unet).__name__} has {len(modules)} self-attention modules: "
+                         "it was made for another UNet")
     specs = []
     for i, (name, attn) in enumerate(modules):
         mid = state.get(f"{i}.to_q_.0.weight")
@@ -462,8 +465,6 @@ def _infer_modules_list(state: dict[str, torch.Tensor], unet: nn.Module) -> list
         specs.append(_module_spec(name, attn, mid_dim))
     return specs
 
-
-# ---------------------------------------------------------------- Stable Diffusion UNet architectures
 
 SD_UNET_CONFIGS: dict[str, dict[str, Any]] = {
     # diffusers' UNet2DConditionModel defaults are the SD-1.x layout; only what differs is listed.

@@ -115,7 +115,8 @@ class LinFusionMixer(TokenMixer):
         value = self._heads(self.to_v(context))
         if key_weights is not None:
             if key_weights.shape != (batch, context.shape[1]):
-                raise ValueError(f"key_weights must be [B, Nk] = {(batch, context.shape[1])}, got {tuple(key_weights.shape)}")
+                raise ValueError(f"key_weights must be [B, Nk] = {(batch, context.shape[1])}, "
+                                 f"got {tuple(key_weights.shape)}")
             key = key * key_weights[:, None, :, None].to(key.dtype)
         out = linear_attention(query, key, value, eps=self.eps)  # [B, heads, Nq, d]
         if context.shape[1] != queries:
@@ -126,4 +127,5 @@ class LinFusionMixer(TokenMixer):
         return self.to_out(out)
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, num_heads={self.num_heads}, mid_dim={self.mid_dim}, eps={self.eps}, " + super().extra_repr()
+        own = f"dim={self.dim}, num_heads={self.num_heads}, mid_dim={self.mid_dim}, eps={self.eps}"
+        return f"{own}, {super().extra_repr()}"

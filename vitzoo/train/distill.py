@@ -60,7 +60,8 @@ def _build_linfusion(pipe, args: argparse.Namespace) -> tuple[nn.Module, nn.Modu
     linfusion = LinFusion.construct_for(pipe.unet, pretrained=args.init or False, dtype=torch.float32,
                                         mid_dim_scale=args.mid_dim_scale if not args.init else None)
     linfusion.requires_grad_(True)
-    return LinFusionDistiller(pipe.unet, linfusion, kd_weight=args.kd_weight, feature_weight=args.feature_weight), linfusion
+    objective = LinFusionDistiller(pipe.unet, linfusion, kd_weight=args.kd_weight, feature_weight=args.feature_weight)
+    return objective, linfusion
 
 
 DISTILL_METHODS: dict[str, DistillMethod] = {
@@ -78,9 +79,11 @@ def load_text_to_image_pipeline(model: str, dtype: torch.dtype = torch.float32):
         from ..diffusion.highres_tiny import tiny_stable_diffusion
 
         return tiny_stable_diffusion().to(dtype=dtype)
-    pipe = DiffusionPipeline.from_pretrained(model, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False)
+    pipe = DiffusionPipeline.from_pretrained(model, torch_dtype=dtype, safety_checker=None,
+                                             requires_safety_checker=False)
     if not hasattr(pipe, "unet") or not hasattr(pipe, "encode_prompt"):
-        raise ValueError(f"{model} is a {type(pipe).__name__}; distillation needs a Stable Diffusion text-to-image pipeline")
+        raise ValueError(f"{model} is a {type(pipe).__name__}; distillation needs a Stable Diffusion "
+                         "text-to-image pipeline")
     return pipe
 
 
@@ -183,7 +186,8 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
         if len(rng) == accelerator.num_processes:
             restore_rng_state(rng[accelerator.process_index])
         else:
-            _logger.warning("resuming %d processes from a run of %d: fresh random streams", accelerator.num_processes, len(rng))
+            _logger.warning("resuming %d processes from a run of %d: fresh random streams",
+                            accelerator.num_processes, len(rng))
         _logger.info("resumed %s at step %d (epoch %d, batch %d)", resume, step, epoch, batches_done)
 
     def save() -> None:

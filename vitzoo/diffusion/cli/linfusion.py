@@ -33,7 +33,8 @@ TINY = "tiny-random"
 def add_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--linfusion", default="auto",
                        help="LinFusion checkpoint: a directory, .safetensors file or hub id; 'auto' looks the base "
-                            "model up; 'random' mounts fresh modules (timing only); 'none' keeps the original attention")
+                            "model up; 'random' mounts fresh modules (timing only); 'none' keeps the original "
+                            "attention")
     group.add_argument("--base-size", type=int, default=None, help="long side of the base stage (default: native)")
     group.add_argument("--strengths", type=float, nargs="+", default=None, help="SDEdit strength per upscale stage")
     group.add_argument("--upscale-strength", type=float, default=0.4,

@@ -72,7 +72,8 @@ def stage_sizes(height: int, width: int, base_size: int, multiple: int = 8) -> l
     doublings = max(0, math.ceil(math.log2(max(height, width) / base_size)))
     sizes = []
     for halvings in range(doublings, 0, -1):
-        sizes.append(tuple(max(multiple, int(side / 2 ** halvings / multiple + 0.5) * multiple) for side in (height, width)))
+        sizes.append(tuple(max(multiple, int(side / 2 ** halvings / multiple + 0.5) * multiple)
+                           for side in (height, width)))
     return sizes + [(height, width)]
 
 
@@ -240,9 +241,9 @@ class HighResolutionPipeline(StableDiffusionPipeline):
                 if len(timesteps) != steps * order:  # second-order schedulers (Heun) skip one evaluation
                     progress.total += len(timesteps) - steps * order
                     progress.refresh()
-                latents, step = self._denoise(latents, timesteps, prompt_embeds, negative_prompt_embeds, unet_batch_size,
-                                              extra_step_kwargs, progress, step, callback_on_step_end,
-                                              callback_on_step_end_tensor_inputs)
+                latents, step = self._denoise(latents, timesteps, prompt_embeds, negative_prompt_embeds,
+                                              unet_batch_size, extra_step_kwargs, progress, step,
+                                              callback_on_step_end, callback_on_step_end_tensor_inputs)
                 last = index == len(sizes) - 1
                 if last and output_type == "latent":
                     images = latents
@@ -284,7 +285,8 @@ class HighResolutionPipeline(StableDiffusionPipeline):
             latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=False)[0]
             del noise_pred
             if callback is not None:
-                values = {"latents": latents, "prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative_prompt_embeds}
+                values = {"latents": latents, "prompt_embeds": prompt_embeds,
+                          "negative_prompt_embeds": negative_prompt_embeds}
                 returned = callback(self, step, t, {k: values[k] for k in callback_inputs})
                 latents = returned.pop("latents", latents)
             step += 1
@@ -330,7 +332,8 @@ class HighResolutionPipeline(StableDiffusionPipeline):
 
     def _decode_to_canvas(self, latents: torch.Tensor, tile_size: Optional[int]) -> torch.Tensor:
         factor = vae_scale_factor(self.vae)
-        canvas = torch.empty(latents.shape[0], 3, latents.shape[2] * factor, latents.shape[3] * factor, dtype=torch.uint8)
+        canvas = torch.empty(latents.shape[0], 3, latents.shape[2] * factor, latents.shape[3] * factor,
+                             dtype=torch.uint8)
 
         def store(y0: int, band: torch.Tensor) -> None:
             canvas[:, :, y0:y0 + band.shape[1]] = band.permute(0, 3, 1, 2)
