@@ -1,10 +1,14 @@
-"""Model cards, one markdown file per family, generated from the registry and measured figures.
+"""Model cards, one markdown file per card, generated from the registry and measured figures.
 
-A card combines: the family module's docstring; one row per registered variant (parameters counted
-on the meta device, the pretrained cfg's preprocessing, paper figures and checkpoint names from
-``make_cfg`` notes); measured figures from ``model_cards/data/<family>.json`` (FLOPs, parity,
+A module's models go into one card named after the module, unless it declares
+``CARDS = {card name: model-name pattern}``: several cards from one module (``vitzoo.models.ravlt``
+writes ``ravlt.md`` and ``mavit.md``), or one card shared by several modules that name the same card
+(``inline_deit``, ``inline_pvt``, ... all write ``inline.md``). A card combines: the modules'
+docstrings (for a shared card, the first line of each); one row per registered variant (parameters
+counted on the meta device, the pretrained cfg's preprocessing, paper figures and checkpoint names
+from ``make_cfg`` notes); measured figures from ``model_cards/data/<card>.json`` (FLOPs, parity,
 benchmarks, written by ``vitzoo cards --flops`` and by the benchmark runs); and the hand-written
-``model_cards/notes/<family>.md``.
+``model_cards/notes/<card>.md``.
 """
 
 from __future__ import annotations
@@ -19,12 +23,35 @@ import torch
 
 from .models import cfg_notes, list_models, model_family
 
-__all__ = ["families", "variant_facts", "render_card", "write_cards"]
+__all__ = ["families", "card_models", "variant_facts", "render_card", "write_cards"]
+
+
+def _cards() -> dict[str, list[tuple[str, str]]]:
+    """Card name -> [(model module, model-name pattern), ...] over every module that registers models.
+
+    A module's models go into one card named after the module, unless the module declares
+    ``CARDS = {card: pattern}``: several cards from one module (RAVLT and MAViT), or one card shared
+    by several modules that name the same card (the four InLine backbones).
+    """
+    cards: dict[str, list[tuple[str, str]]] = {}
+    for module_name in sorted({model_family(name) for name in list_models()}):
+        module = importlib.import_module(f"vitzoo.models.{module_name}")
+        for card, pattern in (getattr(module, "CARDS", None) or {module_name: "*"}).items():
+            cards.setdefault(card, []).append((module_name, pattern))
+    return cards
 
 
 def families() -> list[str]:
-    """Families (model modules) that register at least one model."""
-    return sorted({model_family(name) for name in list_models()})
+    """The card names."""
+    return sorted(_cards())
+
+
+def card_models(card: str) -> list[str]:
+    """The registered models a card covers."""
+    cards = _cards()
+    if card not in cards:
+        raise ValueError(f"no model card {card!r}; cards: {', '.join(sorted(cards))}")
+    return [name for module_name, pattern in cards[card] for name in list_models(pattern, family=module_name)]
 
 
 def _count_params(name: str) -> int:
@@ -72,7 +99,7 @@ def measure_flops(family: str, root: Path) -> dict[str, float]:
     from .commands.info import count_flops
 
     flops = {}
-    for name in list_models(family=family):
+    for name in card_models(family):
         model = timm.create_model(name)
         flops[name] = round(count_flops(model, tuple(model.pretrained_cfg["input_size"])), 3)
         del model
@@ -84,9 +111,12 @@ def measure_flops(family: str, root: Path) -> dict[str, float]:
     return flops
 
 
-def _doc_summary(family: str) -> str:
-    module = importlib.import_module(f"vitzoo.models.{family}")
-    return inspect.cleandoc(module.__doc__ or family)
+def _doc_summary(card: str) -> str:
+    members = [module_name for module_name, _ in _cards()[card]]
+    docs = {m: inspect.cleandoc(importlib.import_module(f"vitzoo.models.{m}").__doc__ or m) for m in members}
+    if len(members) == 1:
+        return docs[members[0]]
+    return "\n".join(f"- `{m}`: {doc.splitlines()[0]}" for m, doc in docs.items())
 
 
 def _fmt(value: Any) -> str:
@@ -98,8 +128,8 @@ def _fmt(value: Any) -> str:
 
 
 def render_card(family: str, root: Path) -> str:
-    """The markdown text of one family's card."""
-    names = list_models(family=family)
+    """The markdown text of one card (see :func:`_cards`)."""
+    names = card_models(family)
     facts = [variant_facts(n) for n in names]
     measured = load_measured(root, family)
     gflops = measured.get("gflops", {})
@@ -132,10 +162,20 @@ def render_card(family: str, root: Path) -> str:
 
 
 def write_cards(root: str | Path = "model_cards", family: Optional[str] = None, flops: bool = False) -> list[Path]:
-    """Write ``<root>/<family>.md`` for one or every family; with ``flops`` re-measure FLOPs first."""
+    """Write ``<root>/<card>.md`` for every card, for one card (``family="mavit"``), or for every card of
+    a model module whose name is not itself a card; with ``flops`` re-measure FLOPs first."""
     root = Path(root)
     written = []
-    for fam in [family] if family else families():
+    cards = _cards()
+    if family is None:
+        selected = sorted(cards)
+    elif family in cards:
+        selected = [family]
+    else:
+        selected = sorted(card for card, members in cards.items() if any(m == family for m, _ in members))
+        if not selected:
+            raise ValueError(f"no model card or model module {family!r}; cards: {', '.join(sorted(cards))}")
+    for fam in selected:
         if flops:
             measure_flops(fam, root)
         path = root / f"{fam}.md"

@@ -6,6 +6,7 @@
 from ._backend import get_backend, set_backend
 from .feature_maps import FEATURE_MAPS, get_feature_map
 from .linear_attention import linear_attention, linear_attention_naive
+from .rope import rope_2d, rope_2d_frequencies, rope_2d_naive, rope_2d_tables
 from .softmax_attention import softmax_attention, softmax_attention_naive
 from .window_attention import (
     relative_position_index,
@@ -23,6 +24,10 @@ __all__ = [
     "linear_attention",
     "linear_attention_naive",
     "relative_position_index",
+    "rope_2d",
+    "rope_2d_frequencies",
+    "rope_2d_naive",
+    "rope_2d_tables",
     "set_backend",
     "shifted_window_mask",
     "softmax_attention",

@@ -94,20 +94,36 @@ class Checkpointer:
         return self.directory / f"{tag}.state.pt"
 
     def save(self, tag: str, state: dict[str, Any], weights: dict[str, torch.Tensor],
-             metadata: Optional[dict[str, str]] = None) -> Path:
-        """Atomically write ``<tag>.safetensors`` (weights) and ``<tag>.state.pt`` (state + weights)."""
+             metadata: Optional[dict[str, str]] = None,
+             export_weights: Optional[dict[str, torch.Tensor]] = None) -> Path:
+        """Atomically write ``<tag>.safetensors`` and ``<tag>.state.pt`` (state + ``weights``).
+
+        Args:
+            tag: checkpoint name (``last``, ``best``).
+            state: everything else a resume needs.
+            weights: the trained model's weights (stored in the state file under ``model``).
+            metadata: strings stored in both files (model name, classes, ...).
+            export_weights: weights for the ``.safetensors`` file when they differ from ``weights``
+                (e.g. the EMA weights the reported metrics come from); default ``weights``.
+        """
         from safetensors.torch import save_file
 
         weights = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
+        export = weights if export_weights is None else {
+            k: v.detach().contiguous().cpu() for k, v in export_weights.items()}
         atomic_write(self.directory / f"{tag}.safetensors",
-                     lambda tmp: save_file(weights, tmp, metadata={k: str(v) for k, v in (metadata or {}).items()}))
+                     lambda tmp: save_file(export, tmp, metadata={k: str(v) for k, v in (metadata or {}).items()}))
         full = dict(state, model=weights, metadata=dict(metadata or {}))
         return atomic_write(self.path(tag), lambda tmp: torch.save(full, tmp))
+
+    def improves(self, value: float) -> bool:
+        """Whether ``value`` beats every value recorded so far (``self.best``)."""
+        return self.best is None or (value > self.best if self.mode == "max" else value < self.best)
 
     def save_if_best(self, value: float, state: dict[str, Any], weights: dict[str, torch.Tensor],
                      metadata: Optional[dict[str, str]] = None) -> bool:
         """Write ``best`` when ``value`` beats every earlier value; returns whether it did."""
-        better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
+        better = self.improves(value)
         if better:
             self.best = value
             self.save("best", dict(state, best_metric=value), weights, metadata)

@@ -1,0 +1,616 @@
+"""RAVLT and MAViT: one hierarchical hybrid backbone whose per-stage token mixers are arguments.
+
+RAVLT: Qihang Fan, Huaibo Huang, Ran He, "Breaking the Low-Rank Dilemma of Linear Attention",
+CVPR 2025, arXiv:2411.07635, https://github.com/qhfan/RALA. MAViT: Qihang Fan, Huaibo Huang,
+Yuang Ai, Ran He, "Rectifying Magnitude Neglect in Linear Attention", ICCV 2025, arXiv:2507.00698,
+https://github.com/qhfan/MALA (the code calls the model ``MALA``). Neither repository has a license
+file; this is a re-implementation, not a copy.
+
+The two official repositories are near copies that differ in one attention class and the head
+width, so here they are one class, :class:`RAVLT`. A 4-conv stem (stride 4) feeds four stages of
+blocks ``x + CPE(x)``, ``x + γ1·mixer(LN(x))``, ``x + γ2·ConvFFN(LN(x))``, with a 3×3 stride-2 conv +
+BatchNorm merge before stages 2-4, and the head is 1×1 conv → BatchNorm → SiLU at the last stride,
+then average pooling and the classifier. Both papers' models are hybrids: the linear mixer
+(``rala`` for RAVLT, ``mala`` for MAViT) in stages 1-2 and global softmax attention with 2-D RoPE,
+LePE and the output gate (``rala_softmax``) in stages 3-4. Every entrypoint states this layout; the
+``mixers`` argument changes it (e.g. all-linear for high resolution).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from timm.layers import DropPath, LayerNorm2d, trunc_normal_
+from timm.models import generate_default_cfgs
+from timm.models._features import feature_take_indices
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..layers import DepthwiseConv2d, drop_path_rates
+from ..mixers import create_mixer, map_to_tokens, tokens_to_map
+from ._builder import build_vitzoo_model, make_cfg
+from ._checkpoint import CheckpointError
+from ._helpers import check_image_input
+from ._registry import register_model
+
+__all__ = ["RAVLT", "checkpoint_filter_fn"]
+
+_logger = logging.getLogger(__name__)
+
+MixerLayout = Union[str, Sequence[Union[str, Sequence[str]]]]
+
+
+class ConvStem(nn.Module):
+    """Four 3×3 convs (strides 2, 1, 1, 2) with BatchNorm and GELU in between: stride 4, any input size.
+
+    BatchNorm2d here and in the merges, where the official detection copy has SyncBatchNorm (same keys;
+    ``nn.SyncBatchNorm.convert_sync_batchnorm`` gives it back for multi-GPU training).
+    """
+
+    def __init__(self, in_chans: int, dim: int):
+        super().__init__()
+        half = dim // 2
+        self.proj = nn.Sequential(
+            nn.Conv2d(in_chans, half, 3, 2, 1), nn.BatchNorm2d(half), nn.GELU(),
+            nn.Conv2d(half, half, 3, 1, 1), nn.BatchNorm2d(half), nn.GELU(),
+            nn.Conv2d(half, half, 3, 1, 1), nn.BatchNorm2d(half), nn.GELU(),
+            nn.Conv2d(half, dim, 3, 2, 1), nn.BatchNorm2d(dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+class Downsample(nn.Module):
+    """Patch merging: 3×3 stride-2 conv + BatchNorm, [B, C_in, H, W] -> [B, C_out, ⌈H/2⌉, ⌈W/2⌉]."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.reduction = nn.Conv2d(in_dim, out_dim, 3, 2, 1)
+        self.norm = nn.BatchNorm2d(out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.reduction(x))
+
+
+class ConvFFN(nn.Module):
+    """fc1 → GELU → x + DWConv3×3(x) → fc2 on tokens (the official 1×1 convs are ``nn.Linear`` here)."""
+
+    def __init__(self, dim: int, hidden_dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU()
+        self.dwconv = DepthwiseConv2d(hidden_dim, 3)
+        self.fc2 = nn.Linear(hidden_dim, dim)
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        x = self.act(self.fc1(x))
+        x = x + self.dwconv.tokens(x, size)
+        return self.fc2(x)
+
+
+class Block(nn.Module):
+    """``x + CPE(x)``, then ``x + γ1·mixer(LN(x))``, then ``x + γ2·FFN(LN(x))`` on tokens [B, H·W, C]."""
+
+    def __init__(
+            self,
+            dim: int,
+            num_heads: int,
+            mixer: str,
+            mixer_kwargs: Optional[dict[str, Any]] = None,
+            mlp_ratio: float = 3.5,
+            init_values: Optional[float] = 1.0,
+            drop_path: float = 0.0,
+    ):
+        super().__init__()
+        self.pos = DepthwiseConv2d(dim, 3)
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = create_mixer(mixer, dim, num_heads, **(mixer_kwargs or {}))
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.ffn = ConvFFN(dim, int(dim * mlp_ratio))
+        # [1, 1, C] rather than timm's 1-D LayerScale: timm's optimizer factory exempts 1-D parameters
+        # from weight decay, and the official 4-D [1, C, 1, 1] gammas are decayed
+        if init_values is not None:
+            self.gamma_1 = nn.Parameter(torch.full((1, 1, dim), float(init_values)))
+            self.gamma_2 = nn.Parameter(torch.full((1, 1, dim), float(init_values)))
+        else:
+            self.gamma_1 = self.gamma_2 = None
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        x = x + self.pos.tokens(x, size)
+        attn = self.attn(self.norm1(x), size)
+        x = x + self.drop_path(attn if self.gamma_1 is None else self.gamma_1 * attn)
+        ffn = self.ffn(self.norm2(x), size)
+        return x + self.drop_path(ffn if self.gamma_2 is None else self.gamma_2 * ffn)
+
+
+class RavltStage(nn.Module):
+    """Optional patch merging, then blocks; NCHW maps in and out, tokens inside."""
+
+    def __init__(
+            self,
+            in_dim: int,
+            dim: int,
+            num_heads: int,
+            mixers: Sequence[str],
+            mixer_kwargs: Optional[dict[str, Any]],
+            mlp_ratio: float,
+            init_values: Optional[float],
+            drop_path: Sequence[float],
+            downsample: bool,
+    ):
+        super().__init__()
+        self.downsample = Downsample(in_dim, dim) if downsample else nn.Identity()
+        self.blocks = nn.ModuleList([
+            Block(dim, num_heads, mixer, mixer_kwargs, mlp_ratio, init_values, rate)
+            for mixer, rate in zip(mixers, drop_path)
+        ])
+        self.grad_checkpointing = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        size = (x.shape[2], x.shape[3])
+        x = map_to_tokens(x)
+        for block in self.blocks:
+            if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
+                x = checkpoint(block, x, size, use_reentrant=False)
+            else:
+                x = block(x, size)
+        return tokens_to_map(x, size)
+
+
+def _per_stage(value: Any, num_stages: int, name: str) -> list:
+    if isinstance(value, (list, tuple)):
+        if len(value) != num_stages:
+            raise ValueError(f"{name} needs one value per stage ({num_stages}), got {len(value)}: {value!r}")
+        return list(value)
+    return [value] * num_stages
+
+
+def _mixer_layout(mixers: MixerLayout, depths: Sequence[int]) -> list[list[str]]:
+    """A name for every block from one name, one name per stage, or one list of names per stage."""
+    layout = []
+    for stage, (item, depth) in enumerate(zip(_per_stage(mixers, len(depths), "mixers"), depths)):
+        names = [item] * depth if isinstance(item, str) else list(item)
+        if len(names) != depth:
+            raise ValueError(f"stage {stage} has {depth} blocks but {len(names)} mixers were given: {names}")
+        layout.append(names)
+    return layout
+
+
+class RAVLT(nn.Module):
+    """The RAVLT / MAViT backbone (timm model contract).
+
+    Args:
+        in_chans: input channels.
+        num_classes: classifier outputs; 0 for none.
+        global_pool: ``"avg"`` or ``""`` (no pooling; then ``num_classes`` must be 0).
+        embed_dims, depths, num_heads: per-stage width, blocks and heads (head width divisible by 4).
+        mixers: the token mixer of every block: one registered name for all, one per stage, or one
+            list of names per stage. The papers' layout is ``("rala" | "mala", same,
+            "rala_softmax", "rala_softmax")``.
+        mixer_kwargs: keyword arguments for every mixer.
+        mlp_ratios: FFN hidden width / width, one value or one per stage.
+        projection: width of the head's 1×1 conv + BatchNorm + SiLU before pooling (1024 for RAVLT,
+            2048 / 2560 for MAViT); 0 for none (pooled features are the last stage's). Pass 0, not
+            None, through ``timm.create_model``, which drops None-valued arguments.
+        init_values: layer-scale init, one value or one per stage; None for no layer scale.
+        extra_norms: add the detection backbone's LayerNorm on each stage output before the next
+            merge (``extra_norms.{i}``), applied by ``forward_intermediates`` / ``features_only``.
+        drop_rate: dropout before the classifier.
+        drop_path_rate: stochastic depth, rising linearly over all blocks.
+    """
+
+    def __init__(
+            self,
+            in_chans: int = 3,
+            num_classes: int = 1000,
+            global_pool: str = "avg",
+            embed_dims: Sequence[int] = (64, 128, 256, 512),
+            depths: Sequence[int] = (2, 2, 6, 2),
+            num_heads: Sequence[int] = (1, 2, 4, 8),
+            mixers: MixerLayout = ("rala", "rala", "rala_softmax", "rala_softmax"),
+            mixer_kwargs: Optional[dict[str, Any]] = None,
+            mlp_ratios: Union[float, Sequence[float]] = 3.5,
+            projection: Optional[int] = 1024,
+            init_values: Union[Optional[float], Sequence[Optional[float]]] = 1.0,
+            extra_norms: bool = False,
+            drop_rate: float = 0.0,
+            drop_path_rate: float = 0.0,
+    ):
+        super().__init__()
+        num_stages = len(depths)
+        if len(embed_dims) != num_stages or len(num_heads) != num_stages:
+            raise ValueError(f"embed_dims {tuple(embed_dims)}, depths {tuple(depths)} and num_heads "
+                             f"{tuple(num_heads)} need one entry per stage")
+        self._check_pool(global_pool, num_classes)
+        self.num_classes = num_classes
+        self.global_pool = global_pool
+        self.in_chans = in_chans
+        self.embed_dims = tuple(embed_dims)
+        self.mixers = tuple(tuple(stage) for stage in _mixer_layout(mixers, depths))
+        mlp_ratios = _per_stage(mlp_ratios, num_stages, "mlp_ratios")
+        init_values = _per_stage(init_values, num_stages, "init_values")
+        dpr = drop_path_rates(drop_path_rate, list(depths))
+
+        self.patch_embed = ConvStem(in_chans, embed_dims[0])
+        self.stages = nn.Sequential(*[
+            RavltStage(embed_dims[max(i - 1, 0)], embed_dims[i], num_heads[i], self.mixers[i], mixer_kwargs,
+                       mlp_ratios[i], init_values[i], dpr[i], downsample=i > 0)
+            for i in range(num_stages)
+        ])
+        self.extra_norms = nn.ModuleList([LayerNorm2d(d, eps=1e-6) for d in embed_dims]) if extra_norms else None
+        self.feature_info = [dict(num_chs=embed_dims[i], reduction=4 * 2 ** i, module=f"stages.{i}")
+                             for i in range(num_stages)]
+        self._build_head_projection(projection)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        # meta tensors hold no values, and timm's trunc_normal_ takes seconds on them for the large variants
+        if not self.patch_embed.proj[0].weight.is_meta:
+            self.apply(self._init_weights)
+
+    def _build_head_projection(self, projection: Optional[int]) -> None:
+        self.projection = int(projection or 0)
+        if self.projection:
+            # 1×1 conv + BatchNorm + swish at the last stride, before pooling (official order)
+            self.proj = nn.Conv2d(self.embed_dims[-1], self.projection, 1)
+            self.norm = nn.BatchNorm2d(self.projection)
+            self.act = nn.SiLU()
+        else:
+            self.proj = self.norm = self.act = nn.Identity()
+        self.num_features = self.head_hidden_size = self.projection or self.embed_dims[len(self.stages) - 1]
+
+    @staticmethod
+    def _check_pool(global_pool: str, num_classes: int) -> None:
+        if global_pool not in ("avg", ""):
+            raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
+        if global_pool == "" and num_classes > 0:
+            raise ValueError("global_pool='' leaves a feature map; a classifier needs global_pool='avg' "
+                             "or num_classes=0")
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        # official init: truncated normal (std .02) for every conv (here also the Linear layers that
+        # replace its 1×1 convs), zero biases; norms keep PyTorch's defaults
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return set()
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        if coarse:
+            return dict(stem=r"^patch_embed", blocks=r"^stages\.(\d+)")
+        blocks = [(r"^stages\.(\d+)\.downsample", (0,)), (r"^stages\.(\d+)\.blocks\.(\d+)", None)]
+        if self.projection or self.extra_norms is not None:
+            blocks.append((r"^proj|^norm|^extra_norms", (99999,)))
+        return dict(stem=r"^patch_embed", blocks=blocks)
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        global_pool = self.global_pool if global_pool is None else global_pool
+        self._check_pool(global_pool, num_classes)
+        self.num_classes = num_classes
+        self.global_pool = global_pool
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        check_image_input(x, self.in_chans, model=type(self).__name__)
+        return self.patch_embed(x)
+
+    def _head_projection(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(self.proj(x)))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images [B, in_chans, H, W] -> [B, num_features, ⌈H/32⌉, ⌈W/32⌉] (after the head projection)."""
+        return self._head_projection(self.stages(self._stem(x)))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if self.global_pool == "avg":
+            # adaptive_avg_pool2d (not mean) so fvcore counts the pooling as it does for the official code
+            x = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, list[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = "NCHW",
+            intermediates_only: bool = False,
+    ):
+        """Stage outputs before the next merge (timm's ``forward_intermediates`` contract).
+
+        Stage i gives [B, embed_dims[i], ⌈H/2^(i+2)⌉, ⌈W/2^(i+2)⌉]. A model built with
+        ``extra_norms=True`` (the default under ``features_only``) normalises each one with its
+        ``extra_norms[i]``, as the official detection backbone does.
+
+        Args:
+            x: images [B, in_chans, H, W], any size.
+            indices: last n stages if an int, these stages if a list, all if None.
+            norm: kept for timm's signature; the per-stage norms are ``extra_norms`` (True without them
+                is an error).
+            stop_early: stop after the last wanted stage.
+            output_fmt: ``"NCHW"`` only.
+            intermediates_only: return only the list.
+
+        Returns:
+            ``(forward_features output, intermediates)`` or only the intermediates.
+        """
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
+        if norm and self.extra_norms is None:
+            raise ValueError("norm=True needs per-stage norms: build the model with extra_norms=True")
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        stages = self.stages if not stop_early else self.stages[:max_index + 1]
+        x = self._stem(x)
+        intermediates = []
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take_indices:
+                intermediates.append(x if self.extra_norms is None else self.extra_norms[i](x))
+        if intermediates_only:
+            return intermediates
+        return self._head_projection(x), intermediates
+
+    def prune_intermediate_layers(self, indices: Union[int, list[int]] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Drop the stages after the last wanted one, the ``extra_norms`` of stages not wanted (so no
+        parameter goes unused in training) and, with ``prune_head``, the head projection and classifier.
+        ``prune_norm`` has no separate effect: the head's BatchNorm belongs to the head, and
+        ``extra_norms`` are part of the stage outputs."""
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        if not prune_head and max_index < len(self.stages) - 1:
+            raise ValueError("the head projection needs the last stage; prune the head too (prune_head=True)")
+        self.stages = self.stages[:max_index + 1]
+        if self.extra_norms is not None:
+            self.extra_norms = nn.ModuleList([
+                norm if i in take_indices else nn.Identity() for i, norm in enumerate(self.extra_norms[:max_index + 1])
+            ])
+        if prune_head:
+            self._build_head_projection(None)
+            self.reset_classifier(0, "")
+        return take_indices
+
+
+_ROPE_BUFFER = re.compile(r"^layers\.\d+\.RoPE\.angle$")
+_RENAMES = (
+    # official layers[i] ends with the merge that feeds stage i + 1; here stages[i + 1] starts with it
+    (re.compile(r"^layers\.(\d+)\.downsample\."), lambda m: f"stages.{int(m.group(1)) + 1}.downsample."),
+    (re.compile(r"^layers\.(\d+)\.blocks\."), lambda m: f"stages.{m.group(1)}.blocks."),
+    # the official LayerNorm2d wraps an nn.LayerNorm as .norm
+    (re.compile(r"\.(norm1|norm2)\.norm\."), lambda m: f".{m.group(1)}."),
+    (re.compile(r"^extra_norms\.(\d+)\.norm\."), lambda m: f"extra_norms.{m.group(1)}."),
+)
+_HEAD_PROJECTION = re.compile(r"^(proj|norm)\.")
+
+
+def _drop_unit_dims(value: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Reshape e.g. a 1×1 conv weight [O, I, 1, 1] to a Linear's [O, I] or a gamma [1, C, 1, 1] to
+    [1, 1, C]: only when the two shapes differ by size-1 dimensions."""
+    if [d for d in value.shape if d != 1] == [d for d in shape if d != 1]:
+        return value.reshape(shape)
+    return value
+
+
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Official RAVLT / MAViT weights (classification, or an mmdet detection checkpoint) to vitzoo's.
+
+    Idempotent on vitzoo weights. ``model`` may be a :class:`RAVLT` or any of its submodules (a
+    block, a mixer): renames apply to official full-model keys, and 1×1-conv weights and gammas are
+    reshaped to the shapes ``model`` holds. For a :class:`RAVLT` it also fits the checkpoint to the
+    head the model was built with.
+
+    - mmdet checkpoints: ``backbone.*`` is kept without the prefix; neck and detection heads are dropped.
+    - ``layers.{i}.RoPE.angle`` (a derivable buffer) is dropped.
+    - Stage merges move from the end of ``layers.{i}`` to the start of ``stages.{i+1}``.
+    - ``*.norm{1,2}.norm.*`` and ``extra_norms.{i}.norm.*`` lose the inner ``.norm``.
+    - A model without the head projection (``features_only``) drops ``proj.*``/``norm.*``.
+    - A model with ``extra_norms`` loading a classification checkpoint gets them at weight 1, bias 0,
+      the official detection backbone's start; one without them drops a detection checkpoint's.
+    """
+    if any(key.startswith("backbone.") for key in state_dict):
+        state_dict = {key[len("backbone."):]: value for key, value in state_dict.items() if key.startswith("backbone.")}
+    own = model.state_dict()
+    out = {}
+    for key, value in state_dict.items():
+        if _ROPE_BUFFER.match(key):
+            continue
+        for pattern, replace in _RENAMES:
+            key = pattern.sub(replace, key)
+        if key in own and value.shape != own[key].shape:
+            value = _drop_unit_dims(value, own[key].shape)
+        out[key] = value
+    if isinstance(model, RAVLT):
+        out = _fit_head_and_norms(out, model, own)
+    return out
+
+
+def _fit_head_and_norms(out: dict[str, torch.Tensor], model: RAVLT,
+                        own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    has_extra_norms = any(key.startswith("extra_norms.") for key in out)
+    has_projection = "proj.weight" in out
+    if model.projection and not has_projection and has_extra_norms:
+        raise CheckpointError(
+            "this is a detection backbone checkpoint without the classification head (no proj.*, norm.*, "
+            "head.*); load it with features_only=True (or projection=0, num_classes=0)"
+        )
+    if not model.projection and has_projection:
+        _logger.info("dropping the checkpoint's head projection (proj.*, norm.*): the model has none")
+        out = {key: value for key, value in out.items() if not _HEAD_PROJECTION.match(key)}
+    if model.extra_norms is not None and not has_extra_norms:
+        _logger.info("classification checkpoint: extra_norms start at weight 1, bias 0, "
+                     "like the official detection backbone")
+        for key in own:
+            if key.startswith("extra_norms."):
+                out[key] = torch.ones_like(own[key]) if key.endswith(".weight") else torch.zeros_like(own[key])
+    elif model.extra_norms is None and has_extra_norms:
+        _logger.info("dropping the checkpoint's extra_norms.*: the model was built with extra_norms=False")
+        out = {key: value for key, value in out.items() if not key.startswith("extra_norms.")}
+    return out
+
+
+def _create_ravlt(variant: str, pretrained: bool = False, **kwargs) -> RAVLT:
+    if kwargs.get("features_only"):
+        # dense features never use the classification head; building without it lets detection
+        # checkpoints (which have none) load strictly, and gives the detection backbone's norms
+        kwargs.update(projection=0, num_classes=0)
+        kwargs.setdefault("extra_norms", True)
+    return build_vitzoo_model(
+        RAVLT, variant, pretrained,
+        checkpoint_filter_fn=checkpoint_filter_fn,
+        # the official evaluation (DeiT-style main.py --eval) and the mmdet initialisation both use
+        # 'model', not 'model_ema'; mmdet detection checkpoints hold 'state_dict'
+        weight_keys=("model", "state_dict"),
+        feature_cfg=dict(out_indices=(0, 1, 2, 3), feature_cls="getter"),
+        **kwargs,
+    )
+
+
+def _cfg(**kwargs) -> dict:
+    # the official registered functions attach timm's ViT defaults (mean/std 0.5, crop 0.9); the real
+    # evaluation transform is ImageNet mean/std, Resize(256, bicubic), CenterCrop(224): make_cfg's defaults
+    return make_cfg(first_conv="patch_embed.proj.0", classifier="head", license="unknown", **kwargs)
+
+
+def _ravlt_cfg(size: str, **kwargs) -> dict:
+    return _cfg(
+        paper_ids="arXiv:2411.07635",
+        origin_url="https://github.com/qhfan/RALA",
+        checkpoint_name=f"RAVLT_{size}.pth",
+        checkpoint_url=f"https://huggingface.co/aldjalkdf/RAVLT/blob/main/RAVLT_{size}.pth",
+        weights="official ImageNet-1k checkpoint, 'model' weights (not EMA), as the official eval uses",
+        **kwargs,
+    )
+
+
+def _mavit_cfg(**kwargs) -> dict:
+    return _cfg(
+        paper_ids="arXiv:2507.00698",
+        origin_url="https://github.com/qhfan/MALA",
+        checkpoint_name="unlisted (see the MAViT Hugging Face repository)",
+        checkpoint_url="https://huggingface.co/aldjalkdf/MAViT/tree/main",
+        weights="official ImageNet-1k checkpoint, 'model' weights (not EMA), as the official eval uses",
+        **kwargs,
+    )
+
+
+default_cfgs = generate_default_cfgs({
+    "ravlt_t.official_in1k": _ravlt_cfg("T", paper_top1=82.8, paper_gflops=2.4, paper_params_m=15),
+    "ravlt_s.official_in1k": _ravlt_cfg("S", paper_top1=84.4, paper_gflops=4.6, paper_params_m=26),
+    "ravlt_b.official_in1k": _ravlt_cfg("B", paper_top1=85.5, paper_gflops=9.9, paper_params_m=48),
+    "ravlt_l.official_in1k": _ravlt_cfg("L", paper_top1=85.8, paper_gflops=16.0, paper_params_m=95),
+    # MAViT-T's 82.9 is the ELU+1 row of the paper's kernel ablation, quoted second-hand (unverified)
+    "mavit_t.official_in1k": _mavit_cfg(paper_top1=82.9, paper_gflops=2.5, paper_params_m=16),
+    "mavit_s.official_in1k": _mavit_cfg(paper_top1=84.7, paper_gflops=4.6, paper_params_m=27),
+    "mavit_b.official_in1k": _mavit_cfg(paper_top1=85.7, paper_gflops=9.9, paper_params_m=50),
+    "mavit_l.official_in1k": _mavit_cfg(paper_top1=86.0, paper_gflops=16.1, paper_params_m=98),
+})
+
+
+@register_model
+def ravlt_t(pretrained: bool = False, **kwargs) -> RAVLT:
+    """RAVLT-T: RALA in stages 1-2, RoPE softmax attention in stages 3-4 (official layout)."""
+    model_args = dict(embed_dims=(64, 128, 256, 512), depths=(2, 2, 6, 2), num_heads=(1, 2, 4, 8),
+                      mixers=("rala", "rala", "rala_softmax", "rala_softmax"), projection=1024,
+                      init_values=1.0, drop_path_rate=0.1)
+    return _create_ravlt("ravlt_t", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def ravlt_s(pretrained: bool = False, **kwargs) -> RAVLT:
+    """RAVLT-S: RALA in stages 1-2, RoPE softmax attention in stages 3-4 (official layout)."""
+    model_args = dict(embed_dims=(64, 128, 320, 512), depths=(3, 5, 9, 3), num_heads=(1, 2, 5, 8),
+                      mixers=("rala", "rala", "rala_softmax", "rala_softmax"), projection=1024,
+                      init_values=1.0, drop_path_rate=0.15)
+    return _create_ravlt("ravlt_s", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def ravlt_b(pretrained: bool = False, **kwargs) -> RAVLT:
+    """RAVLT-B: RALA in stages 1-2, RoPE softmax attention in stages 3-4 (official layout)."""
+    model_args = dict(embed_dims=(96, 192, 384, 512), depths=(4, 6, 12, 6), num_heads=(1, 2, 6, 8),
+                      mixers=("rala", "rala", "rala_softmax", "rala_softmax"), projection=1024,
+                      init_values=(1.0, 1.0, 1e-6, 1e-6), drop_path_rate=0.4)
+    return _create_ravlt("ravlt_b", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def ravlt_l(pretrained: bool = False, **kwargs) -> RAVLT:
+    """RAVLT-L: RALA in stages 1-2, RoPE softmax attention in stages 3-4 (official layout)."""
+    model_args = dict(embed_dims=(96, 192, 448, 640), depths=(4, 7, 19, 8), num_heads=(1, 2, 7, 10),
+                      mixers=("rala", "rala", "rala_softmax", "rala_softmax"), projection=1024,
+                      init_values=1e-6, drop_path_rate=0.55)
+    return _create_ravlt("ravlt_l", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def mavit_t(pretrained: bool = False, **kwargs) -> RAVLT:
+    """MAViT-T: MALA in stages 1-2, RoPE softmax attention in stages 3-4 (official layout)."""
+    model_args = dict(embed_dims=(64, 128, 256, 512), depths=(2, 2, 6, 2), num_heads=(1, 2, 4, 8),
+                      mixers=("mala", "mala", "rala_softmax", "rala_softmax"), projection=2048,
+                      init_values=1.0, drop_path_rate=0.1)
+    return _create_ravlt("mavit_t", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def mavit_s(pretrained: bool = False, **kwargs) -> RAVLT:
+    """MAViT-S: MALA in stages 1-2, RoPE softmax attention in stages 3-4 (official layout)."""
+    model_args = dict(embed_dims=(64, 128, 320, 512), depths=(3, 5, 9, 3), num_heads=(1, 2, 5, 8),
+                      mixers=("mala", "mala", "rala_softmax", "rala_softmax"), projection=2048,
+                      init_values=1.0, drop_path_rate=0.15)
+    return _create_ravlt("mavit_s", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def mavit_b(pretrained: bool = False, **kwargs) -> RAVLT:
+    """MAViT-B: MALA in stages 1-2, RoPE softmax attention in stages 3-4 (official layout)."""
+    model_args = dict(embed_dims=(96, 192, 384, 512), depths=(4, 6, 12, 6), num_heads=(1, 2, 6, 8),
+                      mixers=("mala", "mala", "rala_softmax", "rala_softmax"), projection=2048,
+                      init_values=(1.0, 1.0, 1e-6, 1e-6), drop_path_rate=0.4)
+    return _create_ravlt("mavit_b", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def mavit_l(pretrained: bool = False, **kwargs) -> RAVLT:
+    """MAViT-L: MALA in stages 1-2, RoPE softmax attention in stages 3-4 (official layout)."""
+    model_args = dict(embed_dims=(96, 192, 448, 640), depths=(4, 7, 19, 8), num_heads=(1, 2, 7, 10),
+                      mixers=("mala", "mala", "rala_softmax", "rala_softmax"), projection=2560,
+                      init_values=1e-6, drop_path_rate=0.55)
+    return _create_ravlt("mavit_l", pretrained, **dict(model_args, **kwargs))
+
+
+# Reduced configurations for fast contract tests and examples: the golden tiny model's sizes (same
+# code paths, both mixer kinds), a non-square input and an odd one.
+_REDUCED = dict(
+    kwargs=dict(embed_dims=(16, 32, 48, 64), depths=(1, 2, 2, 1), num_heads=(1, 2, 3, 4), projection=64,
+                drop_path_rate=0.0),
+    input_size=(3, 64, 96),
+    alt_input_size=(3, 45, 61),
+)
+REDUCED_CONFIGS = {"ravlt_*": _REDUCED, "mavit_*": _REDUCED}
+
+# two model cards from this one module (see vitzoo.cards)
+CARDS = {"ravlt": "ravlt_*", "mavit": "mavit_*"}
