@@ -1,0 +1,190 @@
+"""``vitzoo generate --pipeline linfusion``: high-resolution text-to-image with LinFusion (SD-1.x / 2.x).
+
+    vitzoo generate --pipeline linfusion --model stable-diffusion-v1-5/stable-diffusion-v1-5 \\
+        --linfusion Yuanshi/LinFusion-1-5 --prompt "a lake at dawn" --height 16384 --width 16384 --output lake.png
+    vitzoo generate --pipeline linfusion --model tiny-random --linfusion random --steps 10 \\
+        --height 16384 --width 16384 --output tiny16k.png --stats-json tiny16k.json
+    vitzoo generate --pipeline linfusion --model tiny-random --steps 10 --sweep 1024 2048 4096 8192 16384 \\
+        --sweep-attention random none --sweep-out docs/bench/linfusion_highres
+
+The image is written to PNG band by band. ``--model tiny-random`` builds the offline tiny random SD of
+:mod:`vitzoo.diffusion.highres_tiny` (no download; its images are noise). ``--sweep`` runs one fresh
+process per resolution and attention (so each peak RSS is its own) and writes CSV, PNG and a table;
+each point's record is kept as ``<sweep-out>_<attention>_<size>.json`` and reused by a later sweep
+(delete it to measure again), so an interrupted sweep resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HELP = ("LinFusion high-resolution text-to-image for SD-1.x/2.x: base pass + upscale/SDEdit stages up to 16K, "
+        "tiled VAE, streamed PNG")
+
+TINY = "tiny-random"
+
+
+def add_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--linfusion", default="auto",
+                       help="LinFusion checkpoint: a directory, .safetensors file or hub id; 'auto' looks the base "
+                            "model up; 'random' mounts fresh modules (timing only); 'none' keeps the original "
+                            "attention")
+    group.add_argument("--base-size", type=int, default=None, help="long side of the base stage (default: native)")
+    group.add_argument("--strengths", type=float, nargs="+", default=None, help="SDEdit strength per upscale stage")
+    group.add_argument("--upscale-strength", type=float, default=0.4,
+                       help="first upscale stage's strength, later ones fall linearly to 0 (0.4: SD-1.5 recipe)")
+    group.add_argument("--vae-tile-size", type=int, default=None, help="VAE tile size in pixels")
+    group.add_argument("--ff-chunks", type=int, default=16, help="token chunks of each feed-forward (1: off)")
+    group.add_argument("--unet-batch-size", type=int, default=1, help="samples per UNet call (0: whole guidance batch)")
+    group.add_argument("--save-stages", default=None, help="directory for the images of earlier stages")
+    group.add_argument("--png-compress-level", type=int, default=6)
+    group.add_argument("--stats-json", default=None, help="write wall time and peak memory of the run here")
+    group.add_argument("--sweep", type=int, nargs="+", default=None,
+                       help="square resolutions to time, each in a fresh process (writes --sweep-out.csv/.png)")
+    group.add_argument("--sweep-attention", nargs="+", default=["random", "none"],
+                       help="--linfusion values to sweep ('none' = original attention)")
+    group.add_argument("--sweep-out", default="bench/linfusion_highres", help="file stem of the sweep's CSV/PNG")
+    group.add_argument("--sweep-timeout", type=float, default=1800.0, help="seconds per sweep run")
+
+
+def build_pipeline(args: argparse.Namespace):
+    """The HighResolutionPipeline of ``--model`` with ``--linfusion`` mounted; returns (pipe, linfusion or None)."""
+    import torch
+
+    from vitzoo.diffusion.linfusion import LinFusion
+    from vitzoo.diffusion.pipelines import HighResolutionPipeline
+
+    if args.model is None:
+        raise ValueError("--model is required: a Stable Diffusion directory or hub id, or 'tiny-random'")
+    dtype = getattr(torch, args.dtype)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.model == TINY:
+        from vitzoo.diffusion.highres_tiny import tiny_stable_diffusion
+
+        pipe = tiny_stable_diffusion(seed=args.seed, pipeline_class=HighResolutionPipeline)
+    elif Path(args.model).suffix in (".safetensors", ".ckpt"):
+        pipe = HighResolutionPipeline.from_single_file(args.model, torch_dtype=dtype)
+    else:
+        pipe = HighResolutionPipeline.from_pretrained(args.model, torch_dtype=dtype, safety_checker=None,
+                                                      requires_safety_checker=False)
+    if args.scheduler:
+        import diffusers
+
+        if not hasattr(diffusers, args.scheduler):
+            raise ValueError(f"diffusers has no scheduler {args.scheduler!r}")
+        pipe.scheduler = getattr(diffusers, args.scheduler).from_config(pipe.scheduler.config)
+    if args.model == TINY and dtype != torch.float32:
+        pipe = pipe.to(dtype=dtype)
+    pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=False)
+    linfusion = None
+    if args.linfusion != "none":
+        pretrained = {"auto": None, "random": False}.get(args.linfusion, args.linfusion)
+        linfusion = LinFusion.construct_for(pipe, pretrained=pretrained)
+    return pipe, linfusion
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.sweep:
+        return sweep(args)
+    import torch
+
+    from vitzoo.bench import PeakMemory
+
+    pipe, _ = build_pipeline(args)
+    device = pipe._execution_device
+    generator = torch.Generator(device="cpu").manual_seed(args.seed)
+    start = time.perf_counter()
+    with PeakMemory(device) as memory:
+        output = pipe(
+            args.prompt or "", height=args.height, width=args.width, num_inference_steps=args.steps or 50,
+            guidance_scale=7.5 if args.guidance_scale is None else args.guidance_scale,
+            negative_prompt=args.negative_prompt, generator=generator, base_size=args.base_size,
+            strengths=args.strengths, upscale_strength=args.upscale_strength, vae_tile_size=args.vae_tile_size,
+            feed_forward_chunks=args.ff_chunks, unet_batch_size=args.unet_batch_size or None,
+            output_type="png", output_path=args.output, intermediate_dir=args.save_stages,
+            png_compress_level=args.png_compress_level)
+    seconds = time.perf_counter() - start
+    stats = {
+        "height": output.stage_sizes[-1][0], "width": output.stage_sizes[-1][1], "stage_sizes": output.stage_sizes,
+        "model": args.model, "linfusion": args.linfusion, "steps": args.steps or 50, "device": str(device),
+        "dtype": args.dtype, "seconds": round(seconds, 2), "peak_mem_mb": round(memory.peak_mb, 1),
+        "peak_rss_mb": round(PeakMemory._rss_kb("VmHWM") / 1024, 1) if device.type == "cpu" else None,
+        "output": [str(p) for p in output.images],
+    }
+    if args.stats_json:
+        Path(args.stats_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.stats_json).write_text(json.dumps(stats, indent=1))
+    print(f"wrote {', '.join(stats['output'])} ({stats['width']}x{stats['height']}, stages "
+          f"{' -> '.join(f'{w}x{h}' for h, w in output.stage_sizes)}) in {seconds:.1f} s; peak memory "
+          f"+{memory.peak_mb:.0f} MB above the loaded pipeline")
+    return 0
+
+
+def _forwarded(args: argparse.Namespace) -> list[str]:
+    """The generation flags a sweep passes to each child run."""
+    flags = ["--model", args.model, "--prompt", args.prompt or "", "--seed", str(args.seed), "--dtype", args.dtype,
+             "--upscale-strength", str(args.upscale_strength), "--ff-chunks", str(args.ff_chunks),
+             "--unet-batch-size", str(args.unet_batch_size), "--png-compress-level", str(args.png_compress_level)]
+    for flag, value in (("--steps", args.steps), ("--guidance-scale", args.guidance_scale), ("--device", args.device),
+                        ("--base-size", args.base_size), ("--vae-tile-size", args.vae_tile_size),
+                        ("--scheduler", args.scheduler), ("--negative-prompt", args.negative_prompt)):
+        if value is not None:
+            flags += [flag, str(value)]
+    if args.strengths:
+        flags += ["--strengths", *map(str, args.strengths)]
+    return flags
+
+
+def sweep(args: argparse.Namespace) -> int:
+    """Time and peak memory of whole generations against resolution, one fresh process per point."""
+    from vitzoo.bench import BenchResult, markdown_table, plot_results, write_csv
+
+    stem = Path(args.sweep_out)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for attention in args.sweep_attention:
+            exceeded = None
+            for size in sorted(args.sweep):
+                label = "original attention" if attention == "none" else f"LinFusion ({attention})"
+                kept = stem.parent / f"{stem.name}_{attention}_{size}.json"
+                stats_path = Path(tmp) / f"{attention}_{size}.json"
+                status, stats = "ok", {}
+                if kept.is_file():
+                    stats = json.loads(kept.read_text())  # measured before: delete the file to measure again
+                elif exceeded is not None:
+                    status = f"skipped: {exceeded}px already exceeded {args.sweep_timeout:.0f} s"
+                else:
+                    command = [sys.executable, "-m", "vitzoo.cli", "generate", "--pipeline", "linfusion",
+                               *_forwarded(args), "--linfusion", attention, "--height", str(size), "--width", str(size),
+                               "--output", str(Path(tmp) / f"{attention}_{size}.png"), "--stats-json", str(stats_path)]
+                    try:
+                        done = subprocess.run(command, timeout=args.sweep_timeout, capture_output=True, text=True)
+                        if done.returncode == 0:
+                            stats = json.loads(stats_path.read_text())
+                        else:
+                            status = "oom" if done.returncode in (-9, 137) else f"error {done.returncode}"
+                            print(done.stderr[-2000:], file=sys.stderr)
+                    except subprocess.TimeoutExpired:
+                        status, exceeded = f"timeout > {args.sweep_timeout:.0f} s", size
+                print(f"{label} {size}px: {status} {stats.get('seconds', '')} s {stats.get('peak_mem_mb', '')} MB",
+                      flush=True)
+                results.append(BenchResult(
+                    label, "pipeline", f"{size}x{size}", size * size, 1, 1000 * stats.get("seconds", float("nan")),
+                    1 / stats["seconds"] if stats else float("nan"), stats.get("peak_mem_mb", float("nan")),
+                    stats.get("device", args.device or "cpu"), args.dtype, status))
+                if stats and not kept.is_file():
+                    kept.parent.mkdir(parents=True, exist_ok=True)
+                    kept.write_text(json.dumps(stats, indent=1))
+    csv_path = write_csv(results, stem.with_suffix(".csv"))
+    png_path = plot_results(results, stem.with_suffix(".png"),
+                            title=f"{args.model}: whole generation vs resolution ({results[0].device})")
+    print(markdown_table(results))
+    print(f"\nwrote {csv_path} and {png_path}")
+    return 0
