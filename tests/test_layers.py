@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vitzoo.layers import DepthwiseConv2d, drop_path_rates
+from torch import nn
+
+from vitzoo.layers import DepthwiseConv2d, drop_path_rates, trunc_normal_init
 
 
 def test_depthwise_conv_tokens_equal_maps():
@@ -23,3 +25,25 @@ def test_drop_path_rates_are_linspace():
     per_stage = drop_path_rates(0.1, [2, 3])
     assert [len(s) for s in per_stage] == [2, 3] and per_stage[1][-1] == pytest.approx(0.1)
     assert drop_path_rates(0.5, 1) == [0.0]
+
+
+def test_trunc_normal_init_touches_only_the_requested_layers():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(256, 256), nn.Conv2d(8, 256, 3), nn.LayerNorm(256))
+    conv_before = model[1].weight.clone()
+    model.apply(trunc_normal_init(std=0.02))
+    linear = model[0].weight
+    assert abs(linear.std().item() - 0.02) < 0.0005                # timm cuts at ±2 absolute: N(0, .02) as is
+    assert abs(linear.mean().item()) < 0.0005
+    assert torch.equal(model[0].bias, torch.zeros(256))
+    assert torch.equal(model[1].weight, conv_before)               # Conv2d not requested
+    assert torch.equal(model[2].weight, torch.ones(256))           # norms keep PyTorch's defaults
+    model.apply(trunc_normal_init(types=(nn.Conv2d,)))
+    assert not torch.equal(model[1].weight, conv_before) and torch.equal(model[1].bias, torch.zeros(256))
+
+
+def test_trunc_normal_init_skips_meta_tensors():
+    with torch.device("meta"):
+        layer = nn.Linear(4, 4)
+    layer.apply(trunc_normal_init())
+    assert layer.weight.is_meta

@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
-from timm.layers import DropPath, Mlp, trunc_normal_
+from timm.layers import DropPath, Mlp
 from timm.models._features import feature_take_indices
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..layers import trunc_normal_init
 from ..mixers import create_mixer
 from ._builder import make_cfg
 from ._helpers import check_image_input
@@ -86,13 +87,8 @@ def inline_cfg(*, top1: Optional[float], checkpoint: Optional[str], name: str, *
     })
 
 
-def init_weights(module: nn.Module) -> None:
-    """The official init of Linear layers: truncated normal (std 0.02) weights, zero biases. Skipped on
-    the meta device, which holds no values (and where timm's ``trunc_normal_`` is slow)."""
-    if isinstance(module, nn.Linear) and not module.weight.is_meta:
-        trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
+# the official init of Linear layers (truncated normal, std 0.02; zero biases)
+init_weights = trunc_normal_init()
 
 
 class Block(nn.Module):

@@ -18,13 +18,13 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp, trunc_normal_
+from timm.layers import DropPath, Mlp
 from timm.models import generate_default_cfgs
 from timm.models._features import feature_take_indices
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..layers import ConvPosEnc, LocalConcentration, drop_path_rates
+from ..layers import ConvPosEnc, LocalConcentration, drop_path_rates, trunc_normal_init
 from ..mixers import create_mixer, map_to_tokens, tokens_to_map
 from ._builder import build_vitzoo_model, make_cfg
 from ._checkpoint import CheckpointError
@@ -277,19 +277,12 @@ class L2ViT(nn.Module):
         self.feature_info = [
             dict(num_chs=dims[i], reduction=4 * 2 ** i, module=f"stages.{i}") for i in range(num_stages)
         ]
-        self.apply(self._init_weights)
+        # the classification file's init (the mmdet file uses kaiming for convs; it always starts from weights)
+        self.apply(trunc_normal_init(types=(nn.Linear, nn.Conv2d)))
         if isinstance(self.head, nn.Linear):
             with torch.no_grad():
                 self.head.weight.mul_(head_init_scale)
                 self.head.bias.mul_(head_init_scale)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        # the classification file's init (the mmdet file uses kaiming for convs; it always starts from weights)
-        if isinstance(module, (nn.Linear, nn.Conv2d)):
-            trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:

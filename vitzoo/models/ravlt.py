@@ -24,13 +24,13 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath, LayerNorm2d, trunc_normal_
+from timm.layers import DropPath, LayerNorm2d
 from timm.models import generate_default_cfgs
 from timm.models._features import feature_take_indices
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..layers import DepthwiseConv2d, drop_path_rates
+from ..layers import DepthwiseConv2d, drop_path_rates, trunc_normal_init
 from ..mixers import create_mixer, map_to_tokens, tokens_to_map
 from ._builder import build_vitzoo_model, make_cfg
 from ._checkpoint import CheckpointError
@@ -250,9 +250,9 @@ class RAVLT(nn.Module):
         self._build_head_projection(projection)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        # meta tensors hold no values, and timm's trunc_normal_ takes seconds on them for the large variants
-        if not self.patch_embed.proj[0].weight.is_meta:
-            self.apply(self._init_weights)
+        # official init: truncated normal (std .02) for every conv (here also the Linear layers that
+        # replace its 1×1 convs), zero biases; norms keep PyTorch's defaults
+        self.apply(trunc_normal_init(types=(nn.Conv2d, nn.Linear)))
 
     def _build_head_projection(self, projection: Optional[int]) -> None:
         self.projection = int(projection or 0)
@@ -272,15 +272,6 @@ class RAVLT(nn.Module):
         if global_pool == "" and num_classes > 0:
             raise ValueError("global_pool='' leaves a feature map; a classifier needs global_pool='avg' "
                              "or num_classes=0")
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        # official init: truncated normal (std .02) for every conv (here also the Linear layers that
-        # replace its 1×1 convs), zero biases; norms keep PyTorch's defaults
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
