@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 from torch.utils.flop_counter import FlopCounterMode
 
+import vitzoo
 from conftest import golden_case, write_official_checkpoint
 from vitzoo.commands.convert import convert
 from vitzoo.golden import load_keys_manifest
@@ -110,7 +111,7 @@ def test_convert_writes_safetensors_that_reload(tmp_path):
     out = convert(name, str(official), str(tmp_path / "pvt.safetensors"), num_classes=10, **kwargs)
     tensors = load_file(str(out))
     assert "stages.0.blocks.0.attn.qkv.weight" in tensors and "block1.0.attn.q.weight" not in tensors
-    torch.testing.assert_close(tensors["head.weight"], golden.weights["head.weight"])
+    torch.testing.assert_close(tensors["head.fc.weight"], golden.weights["head.weight"])
     model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(out), num_classes=10),
                               num_classes=10, **kwargs).eval()
     _check_outputs(model, golden)
@@ -226,8 +227,9 @@ def test_pretrained_cfgs_carry_the_paper_facts():
     cfg = timm.models.get_pretrained_cfg("inline_deit_small").to_dict()
     assert cfg["input_size"] == (3, 288, 288) and cfg["crop_mode"] == "squash" and cfg["crop_pct"] == 0.875
     assert cfg["license"] == "unknown" and cfg["origin_url"] == "https://github.com/LeapLabTHU/InLine"
-    assert "paper_top1: 80.2" in cfg["notes"]
-    assert any("2f3898b07e9247f3beb3" in note for note in cfg["notes"])
+    assert "notes" not in cfg and cfg["tag"] == "official_in1k"
+    facts = vitzoo.models.paper_facts("inline_deit_small.official_in1k")
+    assert facts.top1 == 80.2 and "2f3898b07e9247f3beb3" in facts.checkpoint_url
     assert timm.models.get_pretrained_cfg("inline_swin_base_384").to_dict()["crop_pct"] == 1.0
     with torch.device("meta"):
         model = timm.create_model("inline_deit_small")

@@ -7,7 +7,7 @@ import torch
 
 from torch import nn
 
-from vitzoo.layers import DepthwiseConv2d, drop_path_rates, trunc_normal_init
+from vitzoo.layers import DepthwiseConv2d, trunc_normal_init
 
 
 def test_depthwise_conv_tokens_equal_maps():
@@ -18,13 +18,6 @@ def test_depthwise_conv_tokens_equal_maps():
     assert conv.weight.shape == (6, 1, 5, 5) and conv(x).shape == x.shape
     with pytest.raises(ValueError, match="odd"):
         DepthwiseConv2d(6, 4)
-
-
-def test_drop_path_rates_are_linspace():
-    torch.testing.assert_close(torch.tensor(drop_path_rates(0.3, 7)), torch.linspace(0, 0.3, 7))
-    per_stage = drop_path_rates(0.1, [2, 3])
-    assert [len(s) for s in per_stage] == [2, 3] and per_stage[1][-1] == pytest.approx(0.1)
-    assert drop_path_rates(0.5, 1) == [0.0]
 
 
 def test_trunc_normal_init_touches_only_the_requested_layers():

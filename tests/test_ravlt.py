@@ -13,7 +13,7 @@ import vitzoo
 from conftest import golden_case, write_official_checkpoint
 from vitzoo.cli import main
 from vitzoo.golden import load_keys_manifest
-from vitzoo.models import CheckpointError, cfg_notes, reduced_config
+from vitzoo.models import CheckpointError, paper_facts, reduced_config
 from vitzoo.models.ravlt import checkpoint_filter_fn
 from vitzoo.mixers.mala import MalaMixer
 from vitzoo.mixers.rala import RalaMixer, RalaSoftmaxMixer
@@ -45,7 +45,7 @@ def _record(model, x):
     """Our counterparts of the golden hooks: stem, per-stage outputs before the merge (blocks_out),
     official layers[i] outputs (feat: after the next merge), pre-logits and logits."""
     seen = {}
-    handles = [model.patch_embed.register_forward_hook(lambda m, i, o: seen.__setitem__("stem", o))]
+    handles = [model.stem.register_forward_hook(lambda m, i, o: seen.__setitem__("stem", o))]
     for i, stage in enumerate(model.stages):
         handles.append(stage.register_forward_hook(lambda m, inp, o, i=i: seen.__setitem__(f"blocks_out{i}", o)))
         if i > 0:
@@ -100,19 +100,19 @@ def test_detection_backbone_matches_official(family, arch, tmp_path):
 
 
 @pytest.mark.parametrize("family,arch", FAMILIES)
-def test_features_without_extra_norms_are_the_stage_outputs(family, arch, tmp_path):
-    """A classification checkpoint into features_only: extra_norms start at weight 1, bias 0 (the
-    official detection start); with extra_norms=False the raw stage outputs come back."""
+def test_features_without_out_norms_are_the_stage_outputs(family, arch, tmp_path):
+    """A classification checkpoint into features_only: out_norms start at weight 1, bias 0 (the
+    official detection start); with out_norms=False the raw stage outputs come back."""
     case = golden_case(family, "tiny")
     path = tmp_path / "official.pth"
     write_official_checkpoint(path, {"model": case.weights})
     kwargs = _tiny_kwargs(case.meta)
     kwargs.pop("projection")
     overlay = dict(file=str(path))
-    raw = timm.create_model(arch, features_only=True, extra_norms=False, pretrained=True,
+    raw = timm.create_model(arch, features_only=True, out_norms=False, pretrained=True,
                             pretrained_cfg_overlay=overlay, **kwargs)
     normed = timm.create_model(arch, features_only=True, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
-    torch.testing.assert_close(normed.model.extra_norms[2].weight, torch.ones(48))
+    torch.testing.assert_close(normed.model.out_norms[2].weight, torch.ones(48))
     with torch.no_grad():
         raw_outs, normed_outs = raw.eval()(case.io["input"]), normed.eval()(case.io["input"])
     for i in range(4):
@@ -172,7 +172,7 @@ def test_convert_cli_writes_loadable_safetensors(tmp_path):
     official = tmp_path / "retinanet_tiny.pth"
     torch.save({"state_dict": {f"backbone.{k}": v for k, v in det.weights.items()}}, official)
     out = tmp_path / "ravlt_tiny_det.safetensors"
-    backbone_kwargs = dict(_tiny_kwargs(det.meta), projection=0, extra_norms=True)
+    backbone_kwargs = dict(_tiny_kwargs(det.meta), projection=0, out_norms=True)
     assert main(["convert", "ravlt_t", str(official), str(out), "--num-classes", "0",
                  "--model-kwargs", json.dumps(backbone_kwargs)]) == 0
     backbone = timm.create_model("ravlt_t", features_only=True, pretrained=True,
@@ -189,7 +189,7 @@ MANIFESTS = [pytest.param(family, prefix, size, det, id=f"{arch}_{size.lower()}{
 @pytest.mark.parametrize("family,prefix,size,det", MANIFESTS)
 def test_full_size_manifest_converts_exactly(family, prefix, size, det):
     """Every official key maps to a vitzoo key of the same shape, none left over either side, and
-    the parameter count is the manifest's (detection: the features_only backbone with extra_norms)."""
+    the parameter count is the manifest's (detection: the features_only backbone with out_norms)."""
     manifest = load_keys_manifest(family, f"det_{size}" if det else f"{prefix}_{size}")
     arch = f"{'ravlt' if family == 'rala' else 'mavit'}_{size.lower()}"
     with torch.device("meta"):
@@ -232,8 +232,8 @@ def test_features_only_any_size_including_detection_inputs():
     kwargs = {k: v for k, v in config["kwargs"].items() if k != "projection"}
     backbone = timm.create_model("mavit_t", features_only=True, out_indices=(1, 2, 3), **kwargs).eval()
     names = [name for name, _ in backbone.model.named_parameters()]
-    assert not any(name.startswith(("proj", "norm.", "head", "extra_norms.0.")) for name in names)
-    assert "extra_norms.1.weight" in names
+    assert not any(name.startswith(("proj", "norm.", "head", "out_norms.0.")) for name in names)
+    assert "out_norms.1.weight" in names
     for height, width in [(800, 1333), (45, 61)]:
         with torch.no_grad():
             outs = backbone(torch.randn(1, 3, height, width))
@@ -241,22 +241,28 @@ def test_features_only_any_size_including_detection_inputs():
 
 
 def test_forward_intermediates_norm_argument():
+    """RAVLT's module after the last stage is the head projection, not a norm: norm=True leaves the
+    intermediates as they are (timm: 'apply the norm to compatible intermediates')."""
     model = timm.create_model("ravlt_t", **reduced_config("ravlt_t")["kwargs"]).eval()
-    with pytest.raises(ValueError, match="extra_norms=True"):
-        model.forward_intermediates(torch.randn(1, 3, 64, 64), norm=True)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        plain = model.forward_intermediates(x, intermediates_only=True)
+        normed = model.forward_intermediates(x, norm=True, intermediates_only=True)
+    for a, b in zip(plain, normed):
+        torch.testing.assert_close(a, b)
     with pytest.raises(ValueError, match="NCHW"):
         model.forward_intermediates(torch.randn(1, 3, 64, 64), output_fmt="NLC")
 
 
-@pytest.mark.parametrize("arch,top1,checkpoint", [("ravlt_s", "84.4", "RAVLT_S.pth"), ("mavit_b", "85.7", None)])
+@pytest.mark.parametrize("arch,top1,checkpoint", [("ravlt_s", 84.4, "RAVLT_S.pth"), ("mavit_b", 85.7, None)])
 def test_pretrained_cfg_has_the_real_eval_preprocessing(arch, top1, checkpoint):
     cfg = timm.models.get_pretrained_cfg(arch).to_dict()
     assert cfg["mean"] == (0.485, 0.456, 0.406) and cfg["std"] == (0.229, 0.224, 0.225)
     assert cfg["crop_pct"] == 0.875 and cfg["interpolation"] == "bicubic" and cfg["input_size"] == (3, 224, 224)
-    notes = cfg_notes(cfg)
-    assert notes["paper_top1"] == top1
+    facts = paper_facts(arch)
+    assert facts.top1 == top1 and paper_facts(f"{arch}.official_in1k") == facts
     if checkpoint:
-        assert notes["checkpoint_name"] == checkpoint
+        assert facts.checkpoint_name == checkpoint
     assert vitzoo.models.model_family(arch) == "ravlt"
 
 

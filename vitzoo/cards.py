@@ -6,7 +6,7 @@ writes ``ravlt.md`` and ``mavit.md``), or one card shared by several modules tha
 (``inline_deit``, ``inline_pvt``, ... all write ``inline.md``). A card combines: the modules'
 docstrings (for a shared card, the first line of each); one row per registered variant (parameters
 counted on the meta device, the pretrained cfg's preprocessing, paper figures and checkpoint names
-from ``make_cfg`` notes); measured figures from ``model_cards/data/<card>.json`` (FLOPs, parity,
+from the family's ``PAPER_FACTS`` table); measured figures from ``model_cards/data/<card>.json`` (FLOPs, parity,
 benchmarks, written by ``vitzoo cards --flops`` and by the benchmark runs); and the hand-written
 ``model_cards/notes/<card>.md``.
 """
@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 import torch
 
-from .models import cfg_notes, list_models, model_family
+from .models import list_models, model_family, paper_facts
 
 __all__ = ["families", "card_models", "variant_facts", "render_card", "write_cards"]
 
@@ -67,7 +67,7 @@ def variant_facts(name: str) -> dict[str, Any]:
     import timm
 
     cfg = timm.models.get_pretrained_cfg(name).to_dict()
-    notes = cfg_notes(cfg)
+    facts = paper_facts(name)
     return {
         "name": name,
         "params": _count_params(name),
@@ -79,7 +79,8 @@ def variant_facts(name: str) -> dict[str, Any]:
         "license": cfg.get("license"),
         "origin_url": cfg.get("origin_url"),
         "paper_ids": cfg.get("paper_ids"),
-        **notes,
+        **{f"paper_{key}" if key in ("top1", "gflops", "params_m") else key: value
+           for key, value in (facts.as_dict() if facts else {}).items()},
     }
 
 

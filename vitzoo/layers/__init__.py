@@ -4,8 +4,7 @@ timm.layers is used wherever it already has the piece; what lives here is what i
 """
 
 from .conv import DepthwiseConv2d
-from .drop import drop_path_rates
 from .init import trunc_normal_init
 from .local import ConvPosEnc, LocalConcentration
 
-__all__ = ["ConvPosEnc", "DepthwiseConv2d", "LocalConcentration", "drop_path_rates", "trunc_normal_init"]
+__all__ = ["ConvPosEnc", "DepthwiseConv2d", "LocalConcentration", "trunc_normal_init"]

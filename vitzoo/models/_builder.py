@@ -16,10 +16,9 @@ from timm.models import build_model_with_cfg
 from timm.models._builder import resolve_pretrained_cfg
 
 from ._checkpoint import DEFAULT_WEIGHT_KEYS, load_pretrained_file
+from ._facts import paper_facts
 
-__all__ = ["build_vitzoo_model", "make_cfg", "cfg_notes", "PretrainedWeightsError"]
-
-_NOTE_KEYS = ("paper_top1", "paper_gflops", "paper_params_m", "checkpoint_name", "checkpoint_url", "weights")
+__all__ = ["build_vitzoo_model", "make_cfg", "PretrainedWeightsError"]
 
 
 class PretrainedWeightsError(ValueError):
@@ -27,15 +26,10 @@ class PretrainedWeightsError(ValueError):
 
 
 def make_cfg(**kwargs: Any) -> dict[str, Any]:
-    """A timm pretrained-cfg dict; vitzoo's extra facts (``paper_top1``, ``paper_gflops``,
-    ``paper_params_m``, ``checkpoint_name``, ``checkpoint_url``, ``weights``) are kept in ``notes``
-    as ``"key: value"`` strings so they travel with the cfg and show in ``model.pretrained_cfg``."""
-    notes = list(kwargs.pop("notes", ()) or ())
-    for key in _NOTE_KEYS:
-        value = kwargs.pop(key, None)
-        if value is not None:
-            notes.append(f"{key}: {value}")
-    cfg = {
+    """A timm pretrained-cfg dict with vitzoo's defaults (ImageNet mean/std, bicubic, crop 0.875).
+    Paper figures and official checkpoint names are not cfg fields: they live in the family's
+    ``PAPER_FACTS`` table (:mod:`vitzoo.models._facts`)."""
+    return {
         "num_classes": 1000,
         "input_size": (3, 224, 224),
         "pool_size": None,
@@ -46,20 +40,6 @@ def make_cfg(**kwargs: Any) -> dict[str, Any]:
         "license": "unknown",
         **kwargs,
     }
-    if notes:
-        cfg["notes"] = tuple(notes)
-    return cfg
-
-
-def cfg_notes(cfg: Any) -> dict[str, str]:
-    """Read back the ``"key: value"`` notes written by :func:`make_cfg`."""
-    notes = cfg.get("notes") if isinstance(cfg, dict) else getattr(cfg, "notes", None)
-    out = {}
-    for note in notes or ():
-        key, sep, value = note.partition(": ")
-        if sep:
-            out[key] = value
-    return out
 
 
 def build_vitzoo_model(
@@ -90,9 +70,11 @@ def build_vitzoo_model(
     if pretrained and not file:
         resolved = resolve_pretrained_cfg(variant, pretrained_cfg=pretrained_cfg, pretrained_cfg_overlay=overlay)
         if not (resolved.url or resolved.hf_hub_id or resolved.state_dict):
-            hint = cfg_notes(resolved.to_dict())
-            where = f" (official checkpoint {hint['checkpoint_name']}" if "checkpoint_name" in hint else ""
-            where += f" from {hint['checkpoint_url']})" if "checkpoint_url" in hint else (")" if where else "")
+            facts = paper_facts(f"{variant}.{resolved.tag}") if resolved.tag else None
+            where = ""
+            if facts is not None and facts.checkpoint_name:
+                where = f" (official checkpoint {facts.checkpoint_name}"
+                where += f" from {facts.checkpoint_url})" if facts.checkpoint_url else ")"
             raise PretrainedWeightsError(
                 f"{variant} has no downloadable weights; pass a local file with "
                 f"pretrained_cfg_overlay=dict(file='...'){where}"

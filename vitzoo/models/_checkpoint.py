@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 __all__ = [
+    "unwrap_state_dict",
     "CheckpointError",
     "read_checkpoint",
     "select_state_dict",
@@ -113,7 +114,17 @@ def select_state_dict(checkpoint: Any, keys: Iterable[str] = DEFAULT_WEIGHT_KEYS
                 f"no weights under any of {list(keys)}; the checkpoint has top-level keys {sorted(map(str, checkpoint))[:12]}"
             )
         state_dict = checkpoint[found[0]]
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+    return unwrap_state_dict(state_dict)
+
+
+def unwrap_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model's own keys: a ``module.`` prefix (DDP, DeepSpeed) is removed, and of a detector's or
+    segmenter's weights (mmdet / mmseg ``backbone.*``, ``neck.*``, heads) only the backbone is kept,
+    without its prefix. Idempotent; every family's ``checkpoint_filter_fn`` starts here."""
+    out = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+    if any(k.startswith("backbone.") for k in out):
+        out = {k[len("backbone."):]: v for k, v in out.items() if k.startswith("backbone.")}
+    return out
 
 
 def _names(keys: list[str], limit: int = 8) -> str:

@@ -18,14 +18,17 @@ import re
 from typing import Sequence, Union
 
 import torch
-from timm.layers import to_2tuple
+from timm.layers import LayerNorm2d, to_2tuple
 from timm.models import generate_default_cfgs
 from torch import nn
 
-from ..layers import drop_path_rates
 from ._builder import build_vitzoo_model
-from ._inline_common import (Block, InLineHierarchical, Stage, StageMixers, init_weights, inline_cfg, stage_mixers,
-                             strip_wrappers)
+from ._checkpoint import unwrap_state_dict
+from ._facts import register_paper_facts
+from ._factory import takes_device_dtype
+from ._hierarchical import (HierarchicalBackbone, MixerLayout, Stage, classifier_head_keys, expand_mixers,
+                            stage_drop_path_rates)
+from ._inline_common import INLINE_INPUT_MULTIPLE, Block, init_weights, inline_cfg, inline_facts
 from ._registry import register_model
 
 __all__ = ["InLineCSwin"]
@@ -47,7 +50,7 @@ class ConvEmbed(nn.Module):
         return self.norm(self.conv(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
-class InLineCSwin(InLineHierarchical):
+class InLineCSwin(HierarchicalBackbone):
     """InLine-CSwin.
 
     Args:
@@ -63,8 +66,10 @@ class InLineCSwin(InLineHierarchical):
             residual + LePE, normalising inside the mixer) or ``"cswin"``.
         mlp_ratio, qkv_bias: MLP width ratio and qkv bias.
         drop_rate: dropout after the projections and before the head. drop_path_rate: stochastic depth.
+        out_norms: stages whose dense outputs get a LayerNorm (True for all), as detection backbones add.
     """
 
+    @takes_device_dtype
     def __init__(
             self,
             img_size: Union[int, tuple[int, int]] = 224,
@@ -75,19 +80,20 @@ class InLineCSwin(InLineHierarchical):
             depths: Sequence[int] = (2, 4, 18, 1),
             num_heads: Sequence[int] = (2, 4, 8, 16),
             split_sizes: Sequence[int] = (1, 2, 7, 7),
-            mixers: Union[str, StageMixers] = ("inline", "inline", "cswin", "cswin"),
+            mixers: MixerLayout = ("inline", "inline", "cswin", "cswin"),
             mlp_ratio: float = 4.0,
             qkv_bias: bool = True,
             drop_rate: float = 0.0,
             drop_path_rate: float = 0.0,
+            out_norms: Union[bool, Sequence[int], None] = None,
     ):
         super().__init__()
         if not len(depths) == len(num_heads) == len(split_sizes) == 4:
             raise ValueError("InLine-CSwin has 4 stages: give 4 depths, num_heads and split_sizes")
-        names = stage_mixers(mixers, depths)
+        names = expand_mixers(mixers, depths)
         self.mixers = tuple(tuple(n) for n in names)
         dims = [embed_dim * 2 ** i for i in range(4)]
-        dpr = drop_path_rates(drop_path_rate, list(depths))
+        dpr = stage_drop_path_rates(drop_path_rate, depths)
         base_resolution = min(to_2tuple(img_size)) // 4
         self.stem = ConvEmbed(in_chans, embed_dim, 7, 4, 2)
         stages = []
@@ -106,8 +112,9 @@ class InLineCSwin(InLineHierarchical):
             downsample = nn.Identity() if s == 0 else ConvEmbed(dims[s - 1], dims[s], 3, 2, 1)
             stages.append(Stage(downsample, blocks))
         self.stages = nn.ModuleList(stages)
-        self.norm = nn.LayerNorm(dims[-1])
-        self._init_head(dims, in_chans, num_classes, global_pool, drop_rate, model="InLine-CSwin")
+        self.init_backbone(embed_dims=dims, reductions=(4, 8, 16, 32), in_chans=in_chans, num_classes=num_classes,
+                           global_pool=global_pool, drop_rate=drop_rate, model_name="InLine-CSwin", norm=LayerNorm2d(dims[-1]),
+                           out_norms=out_norms, input_multiple=INLINE_INPUT_MULTIPLE)
         self.apply(init_weights)
 
     @torch.jit.ignore
@@ -131,7 +138,7 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: InLineCSwin
     ``merge{i}`` -> ``stages.{i}.downsample``, ``stage{s}.j`` -> ``stages.{s-1}.blocks.j`` with the
     block's ``qkv``/``proj`` moved into its mixer (``attn``), ``attns.b.get_v`` -> ``attn.lepe``, and,
     in InLine blocks (those with ``attns.0.residual``), ``norm1`` -> ``attn.norm``."""
-    state_dict = strip_wrappers(state_dict)
+    state_dict = classifier_head_keys(unwrap_state_dict(state_dict))
     inline_blocks = {m[1] for k in state_dict if (m := re.match(r"^(stage\d\.\d+)\.attns\.0\.residual\.", k))}
     out = {}
     for key, value in state_dict.items():
@@ -160,20 +167,27 @@ def _create_inline_cswin(variant: str, pretrained: bool = False, **kwargs) -> In
 
 
 def _cfg(**kwargs) -> dict:
-    return inline_cfg(first_conv="stem.conv", classifier="head", **kwargs)
+    return inline_cfg(first_conv="stem.conv", classifier="head.fc", **kwargs)
 
 
-# paper_params_m: the paper's table (figures/fig2_cls.png), which matches the code; the README's 25/43/96M do not
 default_cfgs = generate_default_cfgs({
-    "inline_cswin_tiny": _cfg(top1=83.2, checkpoint="49fa2ecc543647c4b970", name="InLine-CSwin-T",
-                              paper_params_m=21, paper_gflops=4.3),
-    "inline_cswin_small": _cfg(top1=83.8, checkpoint="59f4e65f776f4052b93c", name="InLine-CSwin-S",
-                               paper_params_m=33, paper_gflops=6.8),
-    "inline_cswin_base": _cfg(top1=84.5, checkpoint="91e17121df284ae38521", name="InLine-CSwin-B",
-                              paper_params_m=73, paper_gflops=14.9),
+    "inline_cswin_tiny.official_in1k": _cfg(),
+    "inline_cswin_small.official_in1k": _cfg(),
+    "inline_cswin_base.official_in1k": _cfg(),
     # the paper's table lists 85.7 at 384; no checkpoint is released. Its yaml keeps TEST.CROP (0.875)
-    "inline_cswin_base_384": _cfg(top1=85.7, checkpoint=None, name="InLine-CSwin-B-384", input_size=(3, 384, 384),
-                                  paper_params_m=73, paper_gflops=46.3),
+    "inline_cswin_base_384.official_in1k": _cfg(input_size=(3, 384, 384)),
+})
+
+# params_m: the paper's table (figures/fig2_cls.png), which matches the code; the README's 25/43/96M do not
+PAPER_FACTS = register_paper_facts({
+    "inline_cswin_tiny.official_in1k": inline_facts(
+        "InLine-CSwin-T", top1=83.2, checkpoint="49fa2ecc543647c4b970", params_m=21, gflops=4.3),
+    "inline_cswin_small.official_in1k": inline_facts(
+        "InLine-CSwin-S", top1=83.8, checkpoint="59f4e65f776f4052b93c", params_m=33, gflops=6.8),
+    "inline_cswin_base.official_in1k": inline_facts(
+        "InLine-CSwin-B", top1=84.5, checkpoint="91e17121df284ae38521", params_m=73, gflops=14.9),
+    "inline_cswin_base_384.official_in1k": inline_facts(
+        "InLine-CSwin-B-384", top1=85.7, checkpoint=None, params_m=73, gflops=46.3),
 })
 
 

@@ -20,12 +20,13 @@ import torch
 from timm.models import generate_default_cfgs
 
 from ._builder import build_vitzoo_model
-from ._inline_common import inline_cfg, strip_wrappers
+from ._facts import register_paper_facts
+from ._inline_common import inline_cfg, inline_facts
 from ._registry import register_model
-from .vzvit import VzViT
-from .vzvit import checkpoint_filter_fn as vzvit_filter
+# official InLine-DeiT keys are vzvit's; its filter resamples the position embedding to the model's grid
+from .vzvit import VzViT, checkpoint_filter_fn
 
-__all__ = ["InLineDeiT"]
+__all__ = ["InLineDeiT", "checkpoint_filter_fn"]
 
 # the four InLine backbones share one model card, model_cards/inline.md
 CARDS = {"inline": "*"}
@@ -36,12 +37,6 @@ class InLineDeiT(VzViT):
 
     def __init__(self, *, mixer: Any = "inline", **kwargs: Any):
         super().__init__(mixer=mixer, **kwargs)
-
-
-def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: InLineDeiT) -> dict[str, torch.Tensor]:
-    """Official InLine-DeiT keys are vitzoo's: keep a detector's ``backbone.`` weights, then resample
-    the position embedding when the checkpoint's grid differs (bicubic; the official helper is bilinear)."""
-    return vzvit_filter(strip_wrappers(state_dict), model)
 
 
 def _create_inline_deit(variant: str, pretrained: bool = False, **kwargs) -> InLineDeiT:
@@ -60,12 +55,18 @@ def _cfg(**kwargs) -> dict:
 
 
 default_cfgs = generate_default_cfgs({
-    "inline_deit_tiny": _cfg(top1=74.5, checkpoint="1d6b8191ad6d4114b291", name="InLine-DeiT-T",
-                             paper_params_m=6.5, paper_gflops=1.1),
-    "inline_deit_small": _cfg(top1=80.2, checkpoint="2f3898b07e9247f3beb3", name="InLine-DeiT-S",
-                              paper_params_m=16.7, paper_gflops=5.0, input_size=(3, 288, 288)),
-    "inline_deit_base": _cfg(top1=82.3, checkpoint="10bdd726d4b0435eb34e", name="InLine-DeiT-B",
-                             paper_params_m=23.8, paper_gflops=17.2, input_size=(3, 448, 448)),
+    "inline_deit_tiny.official_in1k": _cfg(),
+    "inline_deit_small.official_in1k": _cfg(input_size=(3, 288, 288)),
+    "inline_deit_base.official_in1k": _cfg(input_size=(3, 448, 448)),
+})
+
+PAPER_FACTS = register_paper_facts({
+    "inline_deit_tiny.official_in1k": inline_facts(
+        "InLine-DeiT-T", top1=74.5, checkpoint="1d6b8191ad6d4114b291", params_m=6.5, gflops=1.1),
+    "inline_deit_small.official_in1k": inline_facts(
+        "InLine-DeiT-S", top1=80.2, checkpoint="2f3898b07e9247f3beb3", params_m=16.7, gflops=5.0),
+    "inline_deit_base.official_in1k": inline_facts(
+        "InLine-DeiT-B", top1=82.3, checkpoint="10bdd726d4b0435eb34e", params_m=23.8, gflops=17.2),
 })
 
 

@@ -23,11 +23,14 @@ from timm.layers import to_2tuple, trunc_normal_
 from timm.models import generate_default_cfgs
 from torch import nn
 
-from ..layers import drop_path_rates
+from ..mixers import map_to_tokens
 from ._builder import build_vitzoo_model
-from ._checkpoint import CheckpointError
-from ._inline_common import (Block, InLineHierarchical, Stage, StageMixers, init_weights, inline_cfg, stage_mixers,
-                             strip_wrappers)
+from ._checkpoint import CheckpointError, unwrap_state_dict
+from ._facts import register_paper_facts
+from ._factory import takes_device_dtype
+from ._hierarchical import (HierarchicalBackbone, MixerLayout, Stage, classifier_head_keys, expand_mixers,
+                            stage_drop_path_rates)
+from ._inline_common import INLINE_INPUT_MULTIPLE, Block, init_weights, inline_cfg, inline_facts
 from ._registry import register_model
 
 __all__ = ["InLinePVT"]
@@ -58,17 +61,20 @@ class PVTStage(Stage):
         self.pos_embed = nn.Parameter(torch.zeros(1, grid[0] * grid[1], dim))
         self.pos_drop = nn.Dropout(drop_rate)
 
-    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        x, size = super().embed(x)
-        pos_embed = self.pos_embed
-        if size != self.grid:
-            # official: bilinear, align_corners=False, from the construction grid (the identity at that grid)
-            grid = pos_embed.transpose(1, 2).reshape(1, -1, *self.grid)
-            pos_embed = F.interpolate(grid, size=size, mode="bilinear", align_corners=False).flatten(2).transpose(1, 2)
-        return self.pos_drop(x + pos_embed), size
+    def tokens(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return self.pos_drop(map_to_tokens(x) + _pos_embed_at(self.pos_embed, self.grid, size))
 
 
-class InLinePVT(InLineHierarchical):
+def _pos_embed_at(pos_embed: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """The [1, h·w, C] embedding of the construction ``grid`` at ``size``: itself, or resized bilinearly
+    (align_corners=False, the official resize) when the map differs."""
+    if tuple(size) == tuple(grid):
+        return pos_embed
+    image = pos_embed.transpose(1, 2).reshape(1, -1, *grid)
+    return F.interpolate(image, size=size, mode="bilinear", align_corners=False).flatten(2).transpose(1, 2)
+
+
+class InLinePVT(HierarchicalBackbone):
     """InLine-PVT.
 
     Args:
@@ -81,10 +87,12 @@ class InLinePVT(InLineHierarchical):
         qkv_bias: qkv bias.
         drop_rate: dropout after position embeddings, projections and before the head.
         drop_path_rate: stochastic depth, linear over all blocks.
+        out_norms: stages whose dense outputs get a LayerNorm (True for all); none officially.
     """
 
     stem_pattern = r"^stages\.0\.(?:downsample|pos_embed)"
 
+    @takes_device_dtype
     def __init__(
             self,
             img_size: Union[int, tuple[int, int]] = 224,
@@ -95,17 +103,18 @@ class InLinePVT(InLineHierarchical):
             num_heads: Sequence[int] = (2, 4, 10, 16),
             mlp_ratios: Sequence[float] = (8, 8, 4, 4),
             depths: Sequence[int] = (2, 2, 2, 2),
-            mixers: Union[str, StageMixers] = "inline",
+            mixers: MixerLayout = "inline",
             qkv_bias: bool = True,
             drop_rate: float = 0.0,
             drop_path_rate: float = 0.0,
+            out_norms: Union[bool, Sequence[int], None] = None,
     ):
         super().__init__()
         if not len(embed_dims) == len(num_heads) == len(mlp_ratios) == len(depths) == 4:
             raise ValueError("InLine-PVT has 4 stages: give 4 embed_dims, num_heads, mlp_ratios and depths")
-        names = stage_mixers(mixers, depths)
+        names = expand_mixers(mixers, depths)
         self.mixers = tuple(tuple(n) for n in names)
-        dpr = drop_path_rates(drop_path_rate, list(depths))
+        dpr = stage_drop_path_rates(drop_path_rate, depths)
         grid = tuple(s // 4 for s in to_2tuple(img_size))
         norm_layer = partial(nn.LayerNorm, eps=1e-6)
         stages = []
@@ -120,8 +129,9 @@ class InLinePVT(InLineHierarchical):
         self.stem = nn.Identity()
         self.stages = nn.ModuleList(stages)
         # PVT-v1 ends with a LayerNorm; InLine-PVT removed it
-        self.norm = nn.Identity()
-        self._init_head(embed_dims, in_chans, num_classes, global_pool, drop_rate, model="InLine-PVT")
+        self.init_backbone(embed_dims=embed_dims, reductions=(4, 8, 16, 32), in_chans=in_chans,
+                           num_classes=num_classes, global_pool=global_pool, drop_rate=drop_rate,
+                           model_name="InLine-PVT", out_norms=out_norms, input_multiple=INLINE_INPUT_MULTIPLE)
         for stage in self.stages:
             if not stage.pos_embed.is_meta:
                 trunc_normal_(stage.pos_embed, std=0.02)
@@ -147,7 +157,7 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: InLinePVT) 
     separate ``attn.q`` and ``attn.kv`` projections are concatenated into ``attn.qkv`` (kv is k then v).
     Position embeddings of another grid are resized to the model's construction grid."""
     renamed = {}
-    for key, value in strip_wrappers(state_dict).items():
+    for key, value in classifier_head_keys(unwrap_state_dict(state_dict)).items():
         key = re.sub(r"^patch_embed(\d)\.", lambda m: f"stages.{int(m[1]) - 1}.downsample.", key)
         key = re.sub(r"^pos_embed(\d)$", lambda m: f"stages.{int(m[1]) - 1}.pos_embed", key)
         key = re.sub(r"^block(\d)\.", lambda m: f"stages.{int(m[1]) - 1}.blocks.", key)
@@ -182,19 +192,26 @@ def _create_inline_pvt(variant: str, pretrained: bool = False, **kwargs) -> InLi
 
 
 def _cfg(**kwargs) -> dict:
-    return inline_cfg(first_conv="stages.0.downsample.proj", classifier="head", **kwargs)
+    return inline_cfg(first_conv="stages.0.downsample.proj", classifier="head.fc", **kwargs)
 
 
 default_cfgs = generate_default_cfgs({
-    "inline_pvt_tiny": _cfg(top1=78.2, checkpoint="90ac52b1555b401eb5e6", name="InLine-PVT-T",
-                            paper_params_m=12.0, paper_gflops=2.0),
-    "inline_pvt_small": _cfg(top1=82.0, checkpoint="1ab953b2479d433080a3", name="InLine-PVT-S",
-                             paper_params_m=21.6, paper_gflops=3.9),
-    "inline_pvt_medium": _cfg(top1=83.2, checkpoint="a72aec31e6084bc0a280", name="InLine-PVT-M",
-                              paper_params_m=37.6, paper_gflops=6.9),
+    "inline_pvt_tiny.official_in1k": _cfg(),
+    "inline_pvt_small.official_in1k": _cfg(),
+    "inline_pvt_medium.official_in1k": _cfg(),
+    "inline_pvt_large.official_in1k": _cfg(),
+})
+
+PAPER_FACTS = register_paper_facts({
+    "inline_pvt_tiny.official_in1k": inline_facts(
+        "InLine-PVT-T", top1=78.2, checkpoint="90ac52b1555b401eb5e6", params_m=12.0, gflops=2.0),
+    "inline_pvt_small.official_in1k": inline_facts(
+        "InLine-PVT-S", top1=82.0, checkpoint="1ab953b2479d433080a3", params_m=21.6, gflops=3.9),
+    "inline_pvt_medium.official_in1k": inline_facts(
+        "InLine-PVT-M", top1=83.2, checkpoint="a72aec31e6084bc0a280", params_m=37.6, gflops=6.9),
     # the README's 50.2M does not match the official code (51.15M), which the checkpoint was built with
-    "inline_pvt_large": _cfg(top1=83.6, checkpoint="efd91318ba964f01b288", name="InLine-PVT-L",
-                             paper_params_m=50.2, paper_gflops=10.2),
+    "inline_pvt_large.official_in1k": inline_facts(
+        "InLine-PVT-L", top1=83.6, checkpoint="efd91318ba964f01b288", params_m=50.2, gflops=10.2),
 })
 
 _PVT = dict(embed_dims=(64, 128, 320, 512), num_heads=(2, 4, 10, 16), mlp_ratios=(8, 8, 4, 4))

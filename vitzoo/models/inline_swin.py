@@ -17,14 +17,17 @@ import re
 from typing import Optional, Sequence, Union
 
 import torch
-from timm.layers import to_2tuple
+from timm.layers import LayerNorm2d, to_2tuple
 from timm.models import generate_default_cfgs
 from torch import nn
 
-from ..layers import drop_path_rates
 from ._builder import build_vitzoo_model
-from ._inline_common import (Block, InLineHierarchical, Stage, StageMixers, init_weights, inline_cfg, stage_mixers,
-                             strip_wrappers)
+from ._checkpoint import unwrap_state_dict
+from ._facts import register_paper_facts
+from ._factory import takes_device_dtype
+from ._hierarchical import (HierarchicalBackbone, MixerLayout, Stage, classifier_head_keys, expand_mixers,
+                            stage_drop_path_rates)
+from ._inline_common import INLINE_INPUT_MULTIPLE, Block, init_weights, inline_cfg, inline_facts
 from ._registry import register_model
 
 __all__ = ["InLineSwin", "PatchEmbed", "PatchMerging"]
@@ -76,7 +79,7 @@ def _block_mixer_kwargs(name: str, index: int, resolution: int, window_size: Opt
     return {}
 
 
-class InLineSwin(InLineHierarchical):
+class InLineSwin(HierarchicalBackbone):
     """InLine-Swin.
 
     Args:
@@ -91,8 +94,10 @@ class InLineSwin(InLineHierarchical):
         softmax_window_size: window of ``"window"`` blocks (the official code uses max(7, window // 8)).
         mlp_ratio, qkv_bias: MLP width ratio and qkv bias.
         drop_rate: dropout after the projections and before the head. drop_path_rate: stochastic depth.
+        out_norms: stages whose dense outputs get a LayerNorm (True for all), as detection backbones add.
     """
 
+    @takes_device_dtype
     def __init__(
             self,
             img_size: Union[int, tuple[int, int]] = 224,
@@ -102,21 +107,22 @@ class InLineSwin(InLineHierarchical):
             embed_dim: int = 96,
             depths: Sequence[int] = (2, 2, 6, 2),
             num_heads: Sequence[int] = (3, 6, 12, 24),
-            mixers: Union[str, StageMixers] = ("inline", "inline", "inline", "window"),
+            mixers: MixerLayout = ("inline", "inline", "inline", "window"),
             window_size: Optional[int] = None,
             softmax_window_size: int = 7,
             mlp_ratio: float = 4.0,
             qkv_bias: bool = True,
             drop_rate: float = 0.0,
             drop_path_rate: float = 0.0,
+            out_norms: Union[bool, Sequence[int], None] = None,
     ):
         super().__init__()
         if len(depths) != 4 or len(num_heads) != 4:
             raise ValueError(f"InLine-Swin has 4 stages, got depths {depths} and num_heads {num_heads}")
-        names = stage_mixers(mixers, depths)
+        names = expand_mixers(mixers, depths)
         self.mixers = tuple(tuple(n) for n in names)
         dims = [embed_dim * 2 ** i for i in range(4)]
-        dpr = drop_path_rates(drop_path_rate, list(depths))
+        dpr = stage_drop_path_rates(drop_path_rate, depths)
         base_resolution = min(to_2tuple(img_size)) // 4
         self.stem = PatchEmbed(in_chans, embed_dim)
         stages = []
@@ -131,8 +137,9 @@ class InLineSwin(InLineHierarchical):
                                     proj_drop=drop_rate))
             stages.append(Stage(nn.Identity() if s == 0 else PatchMerging(dims[s - 1]), blocks))
         self.stages = nn.ModuleList(stages)
-        self.norm = nn.LayerNorm(dims[-1])
-        self._init_head(dims, in_chans, num_classes, global_pool, drop_rate, model="InLine-Swin")
+        self.init_backbone(embed_dims=dims, reductions=(4, 8, 16, 32), in_chans=in_chans, num_classes=num_classes,
+                           global_pool=global_pool, drop_rate=drop_rate, model_name="InLine-Swin", norm=LayerNorm2d(dims[-1]),
+                           out_norms=out_norms, input_multiple=INLINE_INPUT_MULTIPLE)
         self.apply(init_weights)
 
     @torch.jit.ignore
@@ -145,7 +152,7 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: InLineSwin)
     ``stages.s.blocks``, ``layers.s.downsample`` -> ``stages.{s+1}.downsample`` (merging opens the next
     stage, as in timm); ``relative_position_index`` and ``attn_mask`` are derived, so dropped."""
     out = {}
-    for key, value in strip_wrappers(state_dict).items():
+    for key, value in classifier_head_keys(unwrap_state_dict(state_dict)).items():
         if key.endswith(("relative_position_index", "attn_mask")):
             continue
         key = re.sub(r"^patch_embed\.", "stem.", key)
@@ -167,19 +174,25 @@ def _create_inline_swin(variant: str, pretrained: bool = False, **kwargs) -> InL
 
 
 def _cfg(**kwargs) -> dict:
-    return inline_cfg(first_conv="stem.proj", classifier="head", **kwargs)
+    return inline_cfg(first_conv="stem.proj", classifier="head.fc", **kwargs)
 
 
 default_cfgs = generate_default_cfgs({
-    "inline_swin_tiny": _cfg(top1=82.4, checkpoint="32810869fcc34410966b", name="InLine-Swin-T",
-                             paper_params_m=30, paper_gflops=4.5),
-    "inline_swin_small": _cfg(top1=83.6, checkpoint="e9657fd247c04c7cb1a1", name="InLine-Swin-S",
-                              paper_params_m=50, paper_gflops=8.7),
-    "inline_swin_base": _cfg(top1=84.1, checkpoint="bf23564bb64c420aafe1", name="InLine-Swin-B",
-                             paper_params_m=88, paper_gflops=15.4),
+    "inline_swin_tiny.official_in1k": _cfg(),
+    "inline_swin_small.official_in1k": _cfg(),
+    "inline_swin_base.official_in1k": _cfg(),
     # cfgs/inline_swin_b_384.yaml evaluates without a crop (TEST.CROP False); no checkpoint is released
-    "inline_swin_base_384": _cfg(top1=None, checkpoint=None, name="InLine-Swin-B-384",
-                                 input_size=(3, 384, 384), crop_pct=1.0),
+    "inline_swin_base_384.official_in1k": _cfg(input_size=(3, 384, 384), crop_pct=1.0),
+})
+
+PAPER_FACTS = register_paper_facts({
+    "inline_swin_tiny.official_in1k": inline_facts(
+        "InLine-Swin-T", top1=82.4, checkpoint="32810869fcc34410966b", params_m=30, gflops=4.5),
+    "inline_swin_small.official_in1k": inline_facts(
+        "InLine-Swin-S", top1=83.6, checkpoint="e9657fd247c04c7cb1a1", params_m=50, gflops=8.7),
+    "inline_swin_base.official_in1k": inline_facts(
+        "InLine-Swin-B", top1=84.1, checkpoint="bf23564bb64c420aafe1", params_m=88, gflops=15.4),
+    "inline_swin_base_384.official_in1k": inline_facts("InLine-Swin-B-384", top1=None, checkpoint=None),
 })
 
 

@@ -18,17 +18,18 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp
+from timm.layers import DropPath, LayerNorm2d, Mlp
 from timm.models import generate_default_cfgs
-from timm.models._features import feature_take_indices
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from ..layers import ConvPosEnc, LocalConcentration, drop_path_rates, trunc_normal_init
-from ..mixers import create_mixer, map_to_tokens, tokens_to_map
+from ..layers import ConvPosEnc, LocalConcentration, trunc_normal_init
+from ..mixers import create_mixer
 from ._builder import build_vitzoo_model, make_cfg
-from ._checkpoint import CheckpointError
-from ._helpers import check_image_input
+from ._checkpoint import CheckpointError, unwrap_state_dict
+from ._facts import PaperFacts, register_paper_facts
+from ._factory import takes_device_dtype
+from ._hierarchical import (HierarchicalBackbone, Stage, classifier_head_keys, per_stage, stage_drop_path_rates,
+                            stage_out_norms)
 from ._registry import register_model
 
 __all__ = ["L2ViT", "LWABlock", "LGABlock", "checkpoint_filter_fn"]
@@ -45,10 +46,7 @@ def _pad_right_bottom(x: torch.Tensor, multiple: int) -> torch.Tensor:
 
 class ConvStem(nn.Module):
     """Stride-4 stem: zero-pad the image right/bottom to a multiple of 4, then conv 3×3/2 -> BN -> ReLU
-    -> conv 3×3/2 -> BN, flatten to tokens and LayerNorm.
-
-    ``forward(images [B, C_in, H, W]) -> (tokens [B, ⌈H/4⌉·⌈W/4⌉, C], (⌈H/4⌉, ⌈W/4⌉))``.
-    """
+    -> conv 3×3/2 -> BN -> LayerNorm over channels. Images [B, C_in, H, W] -> map [B, C, ⌈H/4⌉, ⌈W/4⌉]."""
 
     def __init__(self, in_chans: int, dim: int):
         super().__init__()
@@ -57,29 +55,25 @@ class ConvStem(nn.Module):
         self.act = nn.ReLU()
         self.conv2 = nn.Conv2d(dim // 2, dim, 3, stride=2, padding=1)
         self.bn2 = nn.BatchNorm2d(dim)
-        self.norm = nn.LayerNorm(dim)
+        self.norm = LayerNorm2d(dim)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = _pad_right_bottom(x, 4)
-        x = self.bn2(self.conv2(self.act(self.bn1(self.conv1(x)))))
-        return self.norm(map_to_tokens(x)), (x.shape[2], x.shape[3])
+        return self.norm(self.bn2(self.conv2(self.act(self.bn1(self.conv1(x))))))
 
 
 class Downsample(nn.Module):
-    """Stride-2 patch merging in the official order: LayerNorm of the *incoming* width on the tokens,
-    zero-pad odd maps right/bottom to even, then a 2×2/2 convolution (no norm after it).
-
-    ``forward(tokens [B, H·W, C_in], (H, W)) -> (tokens [B, ⌈H/2⌉·⌈W/2⌉, C_out], (⌈H/2⌉, ⌈W/2⌉))``.
-    """
+    """Stride-2 patch merging in the official order: LayerNorm of the *incoming* width, zero-pad odd maps
+    right/bottom to even, then a 2×2/2 convolution (no norm after it). Map [B, C_in, H, W] ->
+    [B, C_out, ⌈H/2⌉, ⌈W/2⌉]."""
 
     def __init__(self, in_dim: int, dim: int):
         super().__init__()
-        self.norm = nn.LayerNorm(in_dim)
+        self.norm = LayerNorm2d(in_dim)
         self.proj = nn.Conv2d(in_dim, dim, 2, stride=2)
 
-    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, tuple[int, int]]:
-        x = self.proj(_pad_right_bottom(tokens_to_map(self.norm(x), size), 2))
-        return map_to_tokens(x), (x.shape[2], x.shape[3])
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(_pad_right_bottom(self.norm(x), 2))
 
 
 class LWABlock(nn.Module):
@@ -149,52 +143,7 @@ class LGABlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-class L2ViTStage(nn.Module):
-    """Optional stride-2 downsampling, then blocks that alternate LWA (even index) and LGA (odd index)."""
-
-    def __init__(
-            self,
-            in_dim: int,
-            dim: int,
-            depth: int,
-            num_heads: int,
-            *,
-            downsample: bool,
-            mlp_ratio: float,
-            drop_path: Sequence[float],
-            local_mixer: str,
-            local_mixer_kwargs: dict,
-            global_mixer: str,
-            global_mixer_kwargs: dict,
-    ):
-        super().__init__()
-        self.downsample = Downsample(in_dim, dim) if downsample else None
-        self.blocks = nn.ModuleList([
-            LWABlock(dim, num_heads, local_mixer, local_mixer_kwargs, mlp_ratio, drop_path[j]) if j % 2 == 0 else
-            LGABlock(dim, num_heads, global_mixer, global_mixer_kwargs, mlp_ratio, drop_path[j])
-            for j in range(depth)
-        ])
-        self.grad_checkpointing = False
-
-    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, tuple[int, int]]:
-        if self.downsample is not None:
-            x, size = self.downsample(x, size)
-        for block in self.blocks:
-            if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
-                x = checkpoint(block, x, size, use_reentrant=False)
-            else:
-                x = block(x, size)
-        return x, size
-
-
-def _per_stage(value: Union[float, Sequence[float]], num_stages: int, name: str) -> list[float]:
-    values = [value] * num_stages if isinstance(value, (int, float)) else list(value)
-    if len(values) != num_stages:
-        raise ValueError(f"{name} needs one value per stage ({num_stages}), got {values}")
-    return values
-
-
-class L2ViT(nn.Module):
+class L2ViT(HierarchicalBackbone):
     """L²ViT backbone and classifier.
 
     Args:
@@ -212,12 +161,13 @@ class L2ViT(nn.Module):
             attention, the quadratic baseline of the benchmark.
         local_mixer_kwargs, global_mixer_kwargs: extra mixer arguments. The ``"window"`` mixer gets
             ``window_size`` with no relative position bias and no shift unless these override it.
-        out_norms: stage indices whose outputs get their own LayerNorm in ``forward_intermediates`` /
-            ``features_only``, as in the official mmdet/mmseg backbone (keys ``norm{i}`` there,
-            ``out_norms.{i}`` here). That backbone has no final norm, so with ``out_norms`` there is
-            none either; build it with ``num_classes=0``.
+        out_norms: stage indices (or True for all) whose outputs get their own LayerNorm in
+            ``forward_intermediates`` / ``features_only``, as in the official mmdet/mmseg backbone (keys
+            ``norm{i}`` there, ``out_norms.{i}`` here). That backbone has no final norm, so with
+            ``out_norms`` there is none either; build it with ``num_classes=0``.
     """
 
+    @takes_device_dtype
     def __init__(
             self,
             in_chans: int = 3,
@@ -235,159 +185,50 @@ class L2ViT(nn.Module):
             global_mixer: str = "l2vit",
             local_mixer_kwargs: Optional[dict] = None,
             global_mixer_kwargs: Optional[dict] = None,
-            out_norms: Optional[Sequence[int]] = None,
+            out_norms: Union[bool, Sequence[int], None] = None,
     ):
         super().__init__()
         num_stages = len(depths)
         if len(dims) != num_stages or len(num_heads) != num_stages:
             raise ValueError(f"depths {tuple(depths)}, dims {tuple(dims)} and num_heads {tuple(num_heads)} "
                              "need one entry per stage")
-        if global_pool not in ("avg", ""):
-            raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
-        out_norms = sorted(set(out_norms)) if out_norms is not None else []
-        if any(not 0 <= i < num_stages for i in out_norms):
-            raise ValueError(f"out_norms must be stage indices in [0, {num_stages}), got {out_norms}")
-        mlp_ratios = _per_stage(mlp_ratio, num_stages, "mlp_ratio")
+        has_out_norms = bool(stage_out_norms(out_norms, num_stages))
+        mlp_ratios = per_stage(mlp_ratio, num_stages, "mlp_ratio")
         local_kwargs = dict(window_size=window_size, relative_position_bias=False, shift_size=0) \
             if local_mixer == "window" else {}
         local_kwargs.update(local_mixer_kwargs or {})
+        global_kwargs = dict(global_mixer_kwargs or {})
 
-        self.num_classes = num_classes
-        self.global_pool = global_pool
-        self.in_chans = in_chans
         self.dims = tuple(dims)
-        self.num_features = self.head_hidden_size = dims[-1]
         self.window_size = window_size
         self.stem = ConvStem(in_chans, dims[0])
-        dpr = drop_path_rates(drop_path_rate, list(depths))
+        dpr = stage_drop_path_rates(drop_path_rate, depths)
+        # blocks alternate LWA (even index) and LGA (odd index)
         self.stages = nn.ModuleList([
-            L2ViTStage(
-                dims[i - 1] if i else dims[0], dims[i], depths[i], num_heads[i],
-                downsample=i > 0, mlp_ratio=mlp_ratios[i], drop_path=dpr[i],
-                local_mixer=local_mixer, local_mixer_kwargs=local_kwargs,
-                global_mixer=global_mixer, global_mixer_kwargs=dict(global_mixer_kwargs or {}),
-            )
+            Stage(Downsample(dims[i - 1], dims[i]) if i > 0 else None, [
+                LWABlock(dims[i], num_heads[i], local_mixer, local_kwargs, mlp_ratios[i], dpr[i][j]) if j % 2 == 0
+                else LGABlock(dims[i], num_heads[i], global_mixer, global_kwargs, mlp_ratios[i], dpr[i][j])
+                for j in range(depths[i])
+            ])
             for i in range(num_stages)
         ])
-        self.out_norms = nn.ModuleDict({str(i): nn.LayerNorm(dims[i]) for i in out_norms})
         # the official detection backbone has per-output norms and no final norm
-        self.norm = nn.Identity() if out_norms else nn.LayerNorm(dims[-1])
-        self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
-        self.feature_info = [
-            dict(num_chs=dims[i], reduction=4 * 2 ** i, module=f"stages.{i}") for i in range(num_stages)
-        ]
+        self.init_backbone(
+            embed_dims=dims, reductions=[4 * 2 ** i for i in range(num_stages)], in_chans=in_chans,
+            num_classes=num_classes, global_pool=global_pool, drop_rate=drop_rate, model_name="l2vit",
+            norm=None if has_out_norms else LayerNorm2d(dims[-1]), out_norms=out_norms,
+        )
         # the classification file's init (the mmdet file uses kaiming for convs; it always starts from weights)
         self.apply(trunc_normal_init(types=(nn.Linear, nn.Conv2d)))
-        if isinstance(self.head, nn.Linear):
+        if num_classes > 0:
             with torch.no_grad():
-                self.head.weight.mul_(head_init_scale)
-                self.head.bias.mul_(head_init_scale)
+                self.head.fc.weight.mul_(head_init_scale)
+                self.head.fc.bias.mul_(head_init_scale)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         # none: the official optimizer decays every tensor of 2+ dims, the [heads, 1, 1] temperature included
         return set()
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict:
-        return dict(
-            stem=r"^stem",
-            blocks=r"^stages\.(\d+)" if coarse else [
-                (r"^stages\.(\d+)\.downsample", (0,)),
-                (r"^stages\.(\d+)\.blocks\.(\d+)", None),
-                (r"^norm|^out_norms", (99999,)),
-            ],
-        )
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        if global_pool is not None:
-            if global_pool not in ("avg", ""):
-                raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
-            self.global_pool = global_pool
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def _stem(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        check_image_input(x, self.in_chans, model="l2vit")
-        return self.stem(x)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Images [B, C_in, H, W] -> final-norm features [B, C, ⌈H/32⌉, ⌈W/32⌉]."""
-        x, size = self._stem(x)
-        for stage in self.stages:
-            x, size = stage(x, size)
-        return tokens_to_map(self.norm(x), size)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if self.global_pool == "avg":
-            x = x.mean(dim=(2, 3))
-        x = self.head_drop(x)
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, list[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = "NCHW",
-            intermediates_only: bool = False,
-    ):
-        """Stage outputs for dense tasks (timm's ``forward_intermediates`` contract).
-
-        Stage i gives [B, C_i, ⌈H/2^(i+2)⌉, ⌈W/2^(i+2)⌉] for any input size (odd sizes are padded as the
-        official code pads them). A stage listed in ``out_norms`` goes through its own LayerNorm (the
-        official detection outputs); otherwise ``norm=True`` applies the final norm to the last stage.
-
-        Returns ``(final_features, intermediates)`` or, with ``intermediates_only``, the list alone.
-        """
-        if output_fmt not in ("NCHW", "NHWC"):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        last = len(self.stages) - 1
-        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index + 1]
-        x, size = self._stem(x)
-        intermediates = []
-        for i, stage in enumerate(stages):
-            x, size = stage(x, size)
-            if i in take_indices:
-                if str(i) in self.out_norms:
-                    feature = self.out_norms[str(i)](x)
-                elif norm and i == last:
-                    feature = self.norm(x)
-                else:
-                    feature = x
-                feature = tokens_to_map(feature, size)
-                intermediates.append(feature.permute(0, 2, 3, 1) if output_fmt == "NHWC" else feature)
-        if intermediates_only:
-            return intermediates
-        return tokens_to_map(self.norm(x), size), intermediates
-
-    def prune_intermediate_layers(self, indices: Union[int, list[int]] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> list[int]:
-        """Drop stages (and their output norms) after the last wanted index; optionally the norm and head."""
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        self.stages = self.stages[:max_index + 1]
-        for key in [k for k in self.out_norms if int(k) > max_index]:
-            del self.out_norms[key]
-        if prune_norm:
-            self.norm = nn.Identity()
-        if prune_head:
-            self.reset_classifier(0, "")
-        return take_indices
 
 
 # official key -> vitzoo key; none of the patterns matches a vitzoo key, so the filter is idempotent
@@ -419,11 +260,9 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: L2ViT) -> d
     ``norm`` is dropped and the output norms keep their initial values (logged); with
     ``num_classes=0`` the loader drops its head as well.
     """
-    if any(key.startswith("backbone.") for key in state_dict):
-        state_dict = {key[len("backbone."):]: value for key, value in state_dict.items() if key.startswith("backbone.")}
-    out = {_rename(key): value for key, value in state_dict.items()}
+    out = classifier_head_keys({_rename(key): value for key, value in unwrap_state_dict(state_dict).items()})
     checkpoint_norms = tuple(sorted({int(key.split(".")[1]) for key in out if key.startswith("out_norms.")}))
-    model_norms = tuple(sorted(int(key) for key in model.out_norms))
+    model_norms = tuple(i for i, norm in enumerate(model.out_norms or ()) if not isinstance(norm, nn.Identity))
     if checkpoint_norms and checkpoint_norms != model_norms:
         raise CheckpointError(
             f"the checkpoint is a detection backbone with output norms for stages {checkpoint_norms}; build the "
@@ -452,34 +291,35 @@ def _create_l2vit(variant: str, pretrained: bool = False, **kwargs) -> L2ViT:
 _RELEASE = "https://github.com/ChuanyangZheng/L2ViT/releases/download/v1.0/"
 
 
-def _cfg(checkpoint_name: Optional[str] = None, **kwargs) -> dict:
-    return make_cfg(
-        first_conv="stem.conv1",
-        classifier="head",
-        license="mit",
-        paper_ids="arXiv:2501.16182",
-        origin_url="https://github.com/ChuanyangZheng/L2ViT",
-        checkpoint_name=checkpoint_name,
-        checkpoint_url=_RELEASE + checkpoint_name if checkpoint_name else None,
-        **kwargs,
-    )
+def _cfg(**kwargs) -> dict:
+    return make_cfg(first_conv="stem.conv1", classifier="head.fc", license="mit", paper_ids="arXiv:2501.16182",
+                    origin_url="https://github.com/ChuanyangZheng/L2ViT", **kwargs)
 
 
 default_cfgs = generate_default_cfgs({
-    "l2vit_tiny.official_in1k": _cfg(
-        "L2ViT-Tiny-checkpoint-best-ema.pth", paper_top1=83.1, paper_gflops=4.7, paper_params_m=29),
-    "l2vit_small.official_in1k": _cfg(
-        "L2ViT-Small-checkpoint-best-ema.pth", paper_top1=84.1, paper_gflops=9.0, paper_params_m=50),
-    "l2vit_base.official_in1k": _cfg(
-        "L2ViT-Base-checkpoint-best-ema.pth", paper_top1=84.4, paper_gflops=15.9, paper_params_m=89),
-    "l2vit_base.official_in22k_ft_in1k": _cfg(
-        "L2ViT-Base-22k21k-finetune-224-checkpoint-best.pth", paper_top1=86.0, paper_gflops=15.9, paper_params_m=89),
-    "l2vit_base.official_in22k": _cfg(
-        "L2ViT-Base-22k-pretrain-checkpoint-best.pth", num_classes=21841, paper_gflops=15.9, paper_params_m=89),
+    "l2vit_tiny.official_in1k": _cfg(),
+    "l2vit_small.official_in1k": _cfg(),
+    "l2vit_base.official_in1k": _cfg(),
+    "l2vit_base.official_in22k_ft_in1k": _cfg(),
+    "l2vit_base.official_in22k": _cfg(num_classes=21841),
     # resolution >= 384: the official evaluation warps the image to 384x384 without a crop
-    "l2vit_base_384.official_in22k_ft_in1k": _cfg(
-        "L2ViT-Base-22k21k-finetune-384-checkpoint-best.pth", input_size=(3, 384, 384), crop_pct=1.0,
-        crop_mode="squash", paper_top1=87.0, paper_gflops=47.5, paper_params_m=89),
+    "l2vit_base_384.official_in22k_ft_in1k": _cfg(input_size=(3, 384, 384), crop_pct=1.0, crop_mode="squash"),
+})
+
+
+def _facts(checkpoint_name: str, **kwargs) -> PaperFacts:
+    return PaperFacts(checkpoint_name=checkpoint_name, checkpoint_url=_RELEASE + checkpoint_name, **kwargs)
+
+
+PAPER_FACTS = register_paper_facts({
+    "l2vit_tiny.official_in1k": _facts("L2ViT-Tiny-checkpoint-best-ema.pth", top1=83.1, gflops=4.7, params_m=29),
+    "l2vit_small.official_in1k": _facts("L2ViT-Small-checkpoint-best-ema.pth", top1=84.1, gflops=9.0, params_m=50),
+    "l2vit_base.official_in1k": _facts("L2ViT-Base-checkpoint-best-ema.pth", top1=84.4, gflops=15.9, params_m=89),
+    "l2vit_base.official_in22k_ft_in1k": _facts(
+        "L2ViT-Base-22k21k-finetune-224-checkpoint-best.pth", top1=86.0, gflops=15.9, params_m=89),
+    "l2vit_base.official_in22k": _facts("L2ViT-Base-22k-pretrain-checkpoint-best.pth", gflops=15.9, params_m=89),
+    "l2vit_base_384.official_in22k_ft_in1k": _facts(
+        "L2ViT-Base-22k21k-finetune-384-checkpoint-best.pth", top1=87.0, gflops=47.5, params_m=89),
 })
 
 

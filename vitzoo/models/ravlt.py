@@ -20,28 +20,28 @@ from __future__ import annotations
 
 import logging
 import re
+from functools import partial
 from typing import Any, Optional, Sequence, Union
 
 import torch
-import torch.nn.functional as F
 from timm.layers import DropPath, LayerNorm2d
 from timm.models import generate_default_cfgs
 from timm.models._features import feature_take_indices
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from ..layers import DepthwiseConv2d, drop_path_rates, trunc_normal_init
-from ..mixers import create_mixer, map_to_tokens, tokens_to_map
+from ..layers import DepthwiseConv2d, trunc_normal_init
+from ..mixers import create_mixer
 from ._builder import build_vitzoo_model, make_cfg
-from ._checkpoint import CheckpointError
-from ._helpers import check_image_input
+from ._checkpoint import CheckpointError, unwrap_state_dict
+from ._facts import PaperFacts, register_paper_facts
+from ._factory import takes_device_dtype
+from ._hierarchical import (HierarchicalBackbone, MixerLayout, Stage, classifier_head_keys, expand_mixers, per_stage,
+                            stage_drop_path_rates)
 from ._registry import register_model
 
 __all__ = ["RAVLT", "checkpoint_filter_fn"]
 
 _logger = logging.getLogger(__name__)
-
-MixerLayout = Union[str, Sequence[Union[str, Sequence[str]]]]
 
 
 class ConvStem(nn.Module):
@@ -129,61 +129,7 @@ class Block(nn.Module):
         return x + self.drop_path(ffn if self.gamma_2 is None else self.gamma_2 * ffn)
 
 
-class RavltStage(nn.Module):
-    """Optional patch merging, then blocks; NCHW maps in and out, tokens inside."""
-
-    def __init__(
-            self,
-            in_dim: int,
-            dim: int,
-            num_heads: int,
-            mixers: Sequence[str],
-            mixer_kwargs: Optional[dict[str, Any]],
-            mlp_ratio: float,
-            init_values: Optional[float],
-            drop_path: Sequence[float],
-            downsample: bool,
-    ):
-        super().__init__()
-        self.downsample = Downsample(in_dim, dim) if downsample else nn.Identity()
-        self.blocks = nn.ModuleList([
-            Block(dim, num_heads, mixer, mixer_kwargs, mlp_ratio, init_values, rate)
-            for mixer, rate in zip(mixers, drop_path)
-        ])
-        self.grad_checkpointing = False
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x)
-        size = (x.shape[2], x.shape[3])
-        x = map_to_tokens(x)
-        for block in self.blocks:
-            if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
-                x = checkpoint(block, x, size, use_reentrant=False)
-            else:
-                x = block(x, size)
-        return tokens_to_map(x, size)
-
-
-def _per_stage(value: Any, num_stages: int, name: str) -> list:
-    if isinstance(value, (list, tuple)):
-        if len(value) != num_stages:
-            raise ValueError(f"{name} needs one value per stage ({num_stages}), got {len(value)}: {value!r}")
-        return list(value)
-    return [value] * num_stages
-
-
-def _mixer_layout(mixers: MixerLayout, depths: Sequence[int]) -> list[list[str]]:
-    """A name for every block from one name, one name per stage, or one list of names per stage."""
-    layout = []
-    for stage, (item, depth) in enumerate(zip(_per_stage(mixers, len(depths), "mixers"), depths)):
-        names = [item] * depth if isinstance(item, str) else list(item)
-        if len(names) != depth:
-            raise ValueError(f"stage {stage} has {depth} blocks but {len(names)} mixers were given: {names}")
-        layout.append(names)
-    return layout
-
-
-class RAVLT(nn.Module):
+class RAVLT(HierarchicalBackbone):
     """The RAVLT / MAViT backbone (timm model contract).
 
     Args:
@@ -200,12 +146,18 @@ class RAVLT(nn.Module):
             2048 / 2560 for MAViT); 0 for none (pooled features are the last stage's). Pass 0, not
             None, through ``timm.create_model``, which drops None-valued arguments.
         init_values: layer-scale init, one value or one per stage; None for no layer scale.
-        extra_norms: add the detection backbone's LayerNorm on each stage output before the next
-            merge (``extra_norms.{i}``), applied by ``forward_intermediates`` / ``features_only``.
+        out_norms: the detection backbone's LayerNorm on stage outputs (``out_norms.{i}``; official
+            ``extra_norms.{i}``), applied by ``forward_intermediates`` / ``features_only``: True for
+            every stage (the default under ``features_only``), stage indices, or None.
         drop_rate: dropout before the classifier.
         drop_path_rate: stochastic depth, rising linearly over all blocks.
     """
 
+    stem_pattern = r"^stem"
+    # the module after the last stage is the head projection (1×1 conv, BatchNorm, SiLU), not a norm
+    final_is_norm = False
+
+    @takes_device_dtype
     def __init__(
             self,
             in_chans: int = 3,
@@ -219,7 +171,7 @@ class RAVLT(nn.Module):
             mlp_ratios: Union[float, Sequence[float]] = 3.5,
             projection: Optional[int] = 1024,
             init_values: Union[Optional[float], Sequence[Optional[float]]] = 1.0,
-            extra_norms: bool = False,
+            out_norms: Union[bool, Sequence[int], None] = None,
             drop_rate: float = 0.0,
             drop_path_rate: float = 0.0,
     ):
@@ -228,161 +180,57 @@ class RAVLT(nn.Module):
         if len(embed_dims) != num_stages or len(num_heads) != num_stages:
             raise ValueError(f"embed_dims {tuple(embed_dims)}, depths {tuple(depths)} and num_heads "
                              f"{tuple(num_heads)} need one entry per stage")
-        self._check_pool(global_pool, num_classes)
-        self.num_classes = num_classes
-        self.global_pool = global_pool
-        self.in_chans = in_chans
-        self.embed_dims = tuple(embed_dims)
-        self.mixers = tuple(tuple(stage) for stage in _mixer_layout(mixers, depths))
-        mlp_ratios = _per_stage(mlp_ratios, num_stages, "mlp_ratios")
-        init_values = _per_stage(init_values, num_stages, "init_values")
-        dpr = drop_path_rates(drop_path_rate, list(depths))
+        self.mixers = tuple(tuple(stage) for stage in expand_mixers(mixers, depths))
+        mlp_ratios = per_stage(mlp_ratios, num_stages, "mlp_ratios")
+        init_values = per_stage(init_values, num_stages, "init_values")
+        dpr = stage_drop_path_rates(drop_path_rate, depths)
 
-        self.patch_embed = ConvStem(in_chans, embed_dims[0])
+        self.stem = ConvStem(in_chans, embed_dims[0])
         self.stages = nn.Sequential(*[
-            RavltStage(embed_dims[max(i - 1, 0)], embed_dims[i], num_heads[i], self.mixers[i], mixer_kwargs,
-                       mlp_ratios[i], init_values[i], dpr[i], downsample=i > 0)
+            Stage(Downsample(embed_dims[i - 1], embed_dims[i]) if i > 0 else None, [
+                Block(embed_dims[i], num_heads[i], mixer, mixer_kwargs, mlp_ratios[i], init_values[i], rate)
+                for mixer, rate in zip(self.mixers[i], dpr[i])
+            ])
             for i in range(num_stages)
         ])
-        self.extra_norms = nn.ModuleList([LayerNorm2d(d, eps=1e-6) for d in embed_dims]) if extra_norms else None
-        self.feature_info = [dict(num_chs=embed_dims[i], reduction=4 * 2 ** i, module=f"stages.{i}")
-                             for i in range(num_stages)]
-        self._build_head_projection(projection)
-        self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.projection = int(projection or 0)
+        # the head projection runs at the last stride before pooling, in the official order:
+        # 1×1 conv, BatchNorm (``norm``, the final module), swish
+        self.proj = nn.Conv2d(embed_dims[-1], self.projection, 1) if self.projection else nn.Identity()
+        self.act = nn.SiLU() if self.projection else nn.Identity()
+        self.init_backbone(
+            embed_dims=embed_dims, reductions=[4 * 2 ** i for i in range(num_stages)], in_chans=in_chans,
+            num_classes=num_classes, global_pool=global_pool, drop_rate=drop_rate, model_name=type(self).__name__,
+            norm=nn.BatchNorm2d(self.projection) if self.projection else None, out_norms=out_norms,
+            out_norm_layer=partial(LayerNorm2d, eps=1e-6), num_features=self.projection or None,
+        )
         # official init: truncated normal (std .02) for every conv (here also the Linear layers that
         # replace its 1×1 convs), zero biases; norms keep PyTorch's defaults
         self.apply(trunc_normal_init(types=(nn.Conv2d, nn.Linear)))
-
-    def _build_head_projection(self, projection: Optional[int]) -> None:
-        self.projection = int(projection or 0)
-        if self.projection:
-            # 1×1 conv + BatchNorm + swish at the last stride, before pooling (official order)
-            self.proj = nn.Conv2d(self.embed_dims[-1], self.projection, 1)
-            self.norm = nn.BatchNorm2d(self.projection)
-            self.act = nn.SiLU()
-        else:
-            self.proj = self.norm = self.act = nn.Identity()
-        self.num_features = self.head_hidden_size = self.projection or self.embed_dims[len(self.stages) - 1]
-
-    @staticmethod
-    def _check_pool(global_pool: str, num_classes: int) -> None:
-        if global_pool not in ("avg", ""):
-            raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
-        if global_pool == "" and num_classes > 0:
-            raise ValueError("global_pool='' leaves a feature map; a classifier needs global_pool='avg' "
-                             "or num_classes=0")
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         return set()
 
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict:
-        if coarse:
-            return dict(stem=r"^patch_embed", blocks=r"^stages\.(\d+)")
-        blocks = [(r"^stages\.(\d+)\.downsample", (0,)), (r"^stages\.(\d+)\.blocks\.(\d+)", None)]
-        if self.projection or self.extra_norms is not None:
-            blocks.append((r"^proj|^norm|^extra_norms", (99999,)))
-        return dict(stem=r"^patch_embed", blocks=blocks)
+    def extra_final_modules(self) -> list[str]:
+        return ["proj"]
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        global_pool = self.global_pool if global_pool is None else global_pool
-        self._check_pool(global_pool, num_classes)
-        self.num_classes = num_classes
-        self.global_pool = global_pool
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def _stem(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_input(x, self.in_chans, model=type(self).__name__)
-        return self.patch_embed(x)
-
-    def _head_projection(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_final(self, x: torch.Tensor) -> torch.Tensor:
+        """The head projection: [B, C, H, W] -> [B, projection, H, W] (identity without one)."""
         return self.act(self.norm(self.proj(x)))
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Images [B, in_chans, H, W] -> [B, num_features, ⌈H/32⌉, ⌈W/32⌉] (after the head projection)."""
-        return self._head_projection(self.stages(self._stem(x)))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if self.global_pool == "avg":
-            # adaptive_avg_pool2d (not mean) so fvcore counts the pooling as it does for the official code
-            x = F.adaptive_avg_pool2d(x, 1).flatten(1)
-        x = self.head_drop(x)
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, list[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = "NCHW",
-            intermediates_only: bool = False,
-    ):
-        """Stage outputs before the next merge (timm's ``forward_intermediates`` contract).
-
-        Stage i gives [B, embed_dims[i], ⌈H/2^(i+2)⌉, ⌈W/2^(i+2)⌉]. A model built with
-        ``extra_norms=True`` (the default under ``features_only``) normalises each one with its
-        ``extra_norms[i]``, as the official detection backbone does.
-
-        Args:
-            x: images [B, in_chans, H, W], any size.
-            indices: last n stages if an int, these stages if a list, all if None.
-            norm: kept for timm's signature; the per-stage norms are ``extra_norms`` (True without them
-                is an error).
-            stop_early: stop after the last wanted stage.
-            output_fmt: ``"NCHW"`` only.
-            intermediates_only: return only the list.
-
-        Returns:
-            ``(forward_features output, intermediates)`` or only the intermediates.
-        """
-        if output_fmt != "NCHW":
-            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
-        if norm and self.extra_norms is None:
-            raise ValueError("norm=True needs per-stage norms: build the model with extra_norms=True")
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        stages = self.stages if not stop_early else self.stages[:max_index + 1]
-        x = self._stem(x)
-        intermediates = []
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take_indices:
-                intermediates.append(x if self.extra_norms is None else self.extra_norms[i](x))
-        if intermediates_only:
-            return intermediates
-        return self._head_projection(x), intermediates
 
     def prune_intermediate_layers(self, indices: Union[int, list[int]] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> list[int]:
-        """Drop the stages after the last wanted one, the ``extra_norms`` of stages not wanted (so no
-        parameter goes unused in training) and, with ``prune_head``, the head projection and classifier.
-        ``prune_norm`` has no separate effect: the head's BatchNorm belongs to the head, and
-        ``extra_norms`` are part of the stage outputs."""
+        """As the base; the head projection goes with the head (``prune_head``), and keeping the head
+        needs the last stage, which the projection reads."""
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
         if not prune_head and max_index < len(self.stages) - 1:
             raise ValueError("the head projection needs the last stage; prune the head too (prune_head=True)")
-        self.stages = self.stages[:max_index + 1]
-        if self.extra_norms is not None:
-            self.extra_norms = nn.ModuleList([
-                norm if i in take_indices else nn.Identity() for i, norm in enumerate(self.extra_norms[:max_index + 1])
-            ])
+        take_indices = super().prune_intermediate_layers(indices, prune_norm=prune_norm, prune_head=prune_head)
         if prune_head:
-            self._build_head_projection(None)
-            self.reset_classifier(0, "")
+            self.projection = 0
+            self.proj, self.norm, self.act = nn.Identity(), nn.Identity(), nn.Identity()
+            self.num_features = self.head_hidden_size = self.embed_dims[len(self.stages) - 1]
         return take_indices
 
 
@@ -393,7 +241,8 @@ _RENAMES = (
     (re.compile(r"^layers\.(\d+)\.blocks\."), lambda m: f"stages.{m.group(1)}.blocks."),
     # the official LayerNorm2d wraps an nn.LayerNorm as .norm
     (re.compile(r"\.(norm1|norm2)\.norm\."), lambda m: f".{m.group(1)}."),
-    (re.compile(r"^extra_norms\.(\d+)\.norm\."), lambda m: f"extra_norms.{m.group(1)}."),
+    (re.compile(r"^extra_norms\.(\d+)\.(?:norm\.)?"), lambda m: f"out_norms.{m.group(1)}."),
+    (re.compile(r"^patch_embed\."), lambda m: "stem."),
 )
 _HEAD_PROJECTION = re.compile(r"^(proj|norm)\.")
 
@@ -416,14 +265,14 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) 
 
     - mmdet checkpoints: ``backbone.*`` is kept without the prefix; neck and detection heads are dropped.
     - ``layers.{i}.RoPE.angle`` (a derivable buffer) is dropped.
-    - Stage merges move from the end of ``layers.{i}`` to the start of ``stages.{i+1}``.
-    - ``*.norm{1,2}.norm.*`` and ``extra_norms.{i}.norm.*`` lose the inner ``.norm``.
+    - Stage merges move from the end of ``layers.{i}`` to the start of ``stages.{i+1}``; ``patch_embed``
+      is ``stem``; ``head`` is timm's ``ClassifierHead`` (``head.fc``).
+    - ``*.norm{1,2}.norm.*`` lose the inner ``.norm``; ``extra_norms.{i}.norm.*`` are ``out_norms.{i}.*``.
     - A model without the head projection (``features_only``) drops ``proj.*``/``norm.*``.
-    - A model with ``extra_norms`` loading a classification checkpoint gets them at weight 1, bias 0,
+    - A model with ``out_norms`` loading a classification checkpoint gets them at weight 1, bias 0,
       the official detection backbone's start; one without them drops a detection checkpoint's.
     """
-    if any(key.startswith("backbone.") for key in state_dict):
-        state_dict = {key[len("backbone."):]: value for key, value in state_dict.items() if key.startswith("backbone.")}
+    state_dict = classifier_head_keys(unwrap_state_dict(state_dict))
     own = model.state_dict()
     out = {}
     for key, value in state_dict.items():
@@ -441,9 +290,9 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) 
 
 def _fit_head_and_norms(out: dict[str, torch.Tensor], model: RAVLT,
                         own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    has_extra_norms = any(key.startswith("extra_norms.") for key in out)
+    has_out_norms = any(key.startswith("out_norms.") for key in out)
     has_projection = "proj.weight" in out
-    if model.projection and not has_projection and has_extra_norms:
+    if model.projection and not has_projection and has_out_norms:
         raise CheckpointError(
             "this is a detection backbone checkpoint without the classification head (no proj.*, norm.*, "
             "head.*); load it with features_only=True (or projection=0, num_classes=0)"
@@ -451,15 +300,18 @@ def _fit_head_and_norms(out: dict[str, torch.Tensor], model: RAVLT,
     if not model.projection and has_projection:
         _logger.info("dropping the checkpoint's head projection (proj.*, norm.*): the model has none")
         out = {key: value for key, value in out.items() if not _HEAD_PROJECTION.match(key)}
-    if model.extra_norms is not None and not has_extra_norms:
-        _logger.info("classification checkpoint: extra_norms start at weight 1, bias 0, "
+    if model.out_norms is not None and not has_out_norms:
+        _logger.info("classification checkpoint: out_norms start at weight 1, bias 0, "
                      "like the official detection backbone")
         for key in own:
-            if key.startswith("extra_norms."):
+            if key.startswith("out_norms."):
                 out[key] = torch.ones_like(own[key]) if key.endswith(".weight") else torch.zeros_like(own[key])
-    elif model.extra_norms is None and has_extra_norms:
-        _logger.info("dropping the checkpoint's extra_norms.*: the model was built with extra_norms=False")
-        out = {key: value for key, value in out.items() if not key.startswith("extra_norms.")}
+    elif has_out_norms:
+        wanted = {key for key in own if key.startswith("out_norms.")}
+        dropped = [key for key in out if key.startswith("out_norms.") and key not in wanted]
+        if dropped:
+            _logger.info("dropping the checkpoint's output norms the model was built without: %s", dropped[:4])
+            out = {key: value for key, value in out.items() if key not in dropped}
     return out
 
 
@@ -468,7 +320,7 @@ def _create_ravlt(variant: str, pretrained: bool = False, **kwargs) -> RAVLT:
         # dense features never use the classification head; building without it lets detection
         # checkpoints (which have none) load strictly, and gives the detection backbone's norms
         kwargs.update(projection=0, num_classes=0)
-        kwargs.setdefault("extra_norms", True)
+        kwargs.setdefault("out_norms", True)
     return build_vitzoo_model(
         RAVLT, variant, pretrained,
         checkpoint_filter_fn=checkpoint_filter_fn,
@@ -483,41 +335,39 @@ def _create_ravlt(variant: str, pretrained: bool = False, **kwargs) -> RAVLT:
 def _cfg(**kwargs) -> dict:
     # the official registered functions attach timm's ViT defaults (mean/std 0.5, crop 0.9); the real
     # evaluation transform is ImageNet mean/std, Resize(256, bicubic), CenterCrop(224): make_cfg's defaults
-    return make_cfg(first_conv="patch_embed.proj.0", classifier="head", license="unknown", **kwargs)
+    return make_cfg(first_conv="stem.proj.0", classifier="head.fc", license="unknown", **kwargs)
 
 
-def _ravlt_cfg(size: str, **kwargs) -> dict:
-    return _cfg(
-        paper_ids="arXiv:2411.07635",
-        origin_url="https://github.com/qhfan/RALA",
-        checkpoint_name=f"RAVLT_{size}.pth",
-        checkpoint_url=f"https://huggingface.co/aldjalkdf/RAVLT/blob/main/RAVLT_{size}.pth",
-        weights="official ImageNet-1k checkpoint, 'model' weights (not EMA), as the official eval uses",
-        **kwargs,
-    )
-
-
-def _mavit_cfg(**kwargs) -> dict:
-    return _cfg(
-        paper_ids="arXiv:2507.00698",
-        origin_url="https://github.com/qhfan/MALA",
-        checkpoint_name="unlisted (see the MAViT Hugging Face repository)",
-        checkpoint_url="https://huggingface.co/aldjalkdf/MAViT/tree/main",
-        weights="official ImageNet-1k checkpoint, 'model' weights (not EMA), as the official eval uses",
-        **kwargs,
-    )
-
+_RAVLT = dict(paper_ids="arXiv:2411.07635", origin_url="https://github.com/qhfan/RALA")
+_MAVIT = dict(paper_ids="arXiv:2507.00698", origin_url="https://github.com/qhfan/MALA")
+_WEIGHTS = "official ImageNet-1k checkpoint, 'model' weights (not EMA), as the official eval uses"
 
 default_cfgs = generate_default_cfgs({
-    "ravlt_t.official_in1k": _ravlt_cfg("T", paper_top1=82.8, paper_gflops=2.4, paper_params_m=15),
-    "ravlt_s.official_in1k": _ravlt_cfg("S", paper_top1=84.4, paper_gflops=4.6, paper_params_m=26),
-    "ravlt_b.official_in1k": _ravlt_cfg("B", paper_top1=85.5, paper_gflops=9.9, paper_params_m=48),
-    "ravlt_l.official_in1k": _ravlt_cfg("L", paper_top1=85.8, paper_gflops=16.0, paper_params_m=95),
+    **{f"ravlt_{size}.official_in1k": _cfg(**_RAVLT) for size in "tsbl"},
+    **{f"mavit_{size}.official_in1k": _cfg(**_MAVIT) for size in "tsbl"},
+})
+
+
+def _ravlt_facts(size: str, **kwargs) -> PaperFacts:
+    return PaperFacts(checkpoint_name=f"RAVLT_{size}.pth", weights=_WEIGHTS,
+                      checkpoint_url=f"https://huggingface.co/aldjalkdf/RAVLT/blob/main/RAVLT_{size}.pth", **kwargs)
+
+
+def _mavit_facts(**kwargs) -> PaperFacts:
+    return PaperFacts(checkpoint_name="unlisted (see the MAViT Hugging Face repository)", weights=_WEIGHTS,
+                      checkpoint_url="https://huggingface.co/aldjalkdf/MAViT/tree/main", **kwargs)
+
+
+PAPER_FACTS = register_paper_facts({
+    "ravlt_t.official_in1k": _ravlt_facts("T", top1=82.8, gflops=2.4, params_m=15),
+    "ravlt_s.official_in1k": _ravlt_facts("S", top1=84.4, gflops=4.6, params_m=26),
+    "ravlt_b.official_in1k": _ravlt_facts("B", top1=85.5, gflops=9.9, params_m=48),
+    "ravlt_l.official_in1k": _ravlt_facts("L", top1=85.8, gflops=16.0, params_m=95),
     # MAViT-T's 82.9 is the ELU+1 row of the paper's kernel ablation, quoted second-hand (unverified)
-    "mavit_t.official_in1k": _mavit_cfg(paper_top1=82.9, paper_gflops=2.5, paper_params_m=16),
-    "mavit_s.official_in1k": _mavit_cfg(paper_top1=84.7, paper_gflops=4.6, paper_params_m=27),
-    "mavit_b.official_in1k": _mavit_cfg(paper_top1=85.7, paper_gflops=9.9, paper_params_m=50),
-    "mavit_l.official_in1k": _mavit_cfg(paper_top1=86.0, paper_gflops=16.1, paper_params_m=98),
+    "mavit_t.official_in1k": _mavit_facts(top1=82.9, gflops=2.5, params_m=16),
+    "mavit_s.official_in1k": _mavit_facts(top1=84.7, gflops=4.6, params_m=27),
+    "mavit_b.official_in1k": _mavit_facts(top1=85.7, gflops=9.9, params_m=50),
+    "mavit_l.official_in1k": _mavit_facts(top1=86.0, gflops=16.1, params_m=98),
 })
 
 

@@ -13,15 +13,17 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath, LayerScale, Mlp, PatchEmbed, resample_abs_pos_embed, trunc_normal_
+from timm.layers import (DropPath, LayerScale, Mlp, PatchEmbed, calculate_drop_path_rates, resample_abs_pos_embed,
+                         trunc_normal_)
 from timm.models import generate_default_cfgs
 from timm.models._features import feature_take_indices
+from timm.models._manipulate import checkpoint
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from ..layers import drop_path_rates
 from ..mixers import create_mixer
 from ._builder import build_vitzoo_model, make_cfg
+from ._checkpoint import unwrap_state_dict
+from ._factory import takes_device_dtype
 from ._helpers import check_image_input
 from ._registry import register_model
 
@@ -75,6 +77,7 @@ class VzViT(nn.Module):
         drop_rate: dropout before the head. drop_path_rate: stochastic depth, linear over blocks.
     """
 
+    @takes_device_dtype
     def __init__(
             self,
             img_size: Union[int, tuple[int, int]] = 224,
@@ -113,7 +116,7 @@ class VzViT(nn.Module):
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, output_fmt="NHWC", strict_img_size=False)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_prefix_tokens + self.patch_embed.num_patches, embed_dim))
-        dpr = drop_path_rates(drop_path_rate, depth)
+        dpr = calculate_drop_path_rates(drop_path_rate, depth)
         self.blocks = nn.ModuleList([
             Block(embed_dim, num_heads, mixers[i], mixer_kwargs, mlp_ratio, init_values, dpr[i],
                   norm_layer=lambda d: nn.LayerNorm(d, eps=1e-6))
@@ -175,8 +178,8 @@ class VzViT(nn.Module):
         return x + pos_embed, size
 
     def _run_block(self, block: nn.Module, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
-            return checkpoint(block, x, size, self.num_prefix_tokens, use_reentrant=False)
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return checkpoint(block, x, size, self.num_prefix_tokens)
         return block(x, size, self.num_prefix_tokens)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -246,7 +249,7 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: VzViT) -> d
     and resample the position embedding when the checkpoint's grid differs."""
     out = {}
     own = model.state_dict()
-    for key, value in state_dict.items():
+    for key, value in unwrap_state_dict(state_dict).items():
         if key.startswith(("dist_token", "head_dist")) or key.endswith("relative_position_index"):
             continue
         if key == "pos_embed" and value.shape != own["pos_embed"].shape:
@@ -273,15 +276,15 @@ def _cfg(**kwargs) -> dict:
         license="apache-2.0",
         paper_ids="arXiv:2012.12877",
         origin_url="https://github.com/facebookresearch/deit",
-        weights="none (random init); DeiT checkpoints load with mixer='softmax'",
+        description="no released weights (random init); DeiT checkpoints load with mixer='softmax'",
         **kwargs,
     )
 
 
 default_cfgs = generate_default_cfgs({
-    "vzvit_tiny": _cfg(),
-    "vzvit_small": _cfg(),
-    "vzvit_base": _cfg(),
+    "vzvit_tiny.untrained": _cfg(),
+    "vzvit_small.untrained": _cfg(),
+    "vzvit_base.untrained": _cfg(),
 })
 
 
