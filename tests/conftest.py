@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import collections
 import os
+from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 import pytest
 import torch
+
+from vitzoo.testing.golden import GoldenCase, GoldenMissingError, golden_dir, list_cases, load_case, load_keys_manifest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -17,16 +22,79 @@ def _seed():
     torch.manual_seed(42)
 
 
-def golden_case(family: str, name: str):
-    """A golden case, or a skip outside CI when the data is absent (a failure under ``CI=true``)."""
-    from vitzoo.golden import GoldenMissingError, load_case
+# ---------------------------------------------------------------- golden data
+# Every golden access of the tests goes through `golden` below. A user's clone has no ../shared/golden: its tests
+# skip with a reason that starts with GOLDEN_SKIP, which the terminal summary counts (skip reasons travel back
+# from xdist workers with the reports, so the count holds under -n). Under CI=true the data must be there.
 
+GOLDEN_SKIP = "[golden]"
+MISSING_CASE = "no-golden-cases"
+_T = TypeVar("_T")
+
+
+def golden(read: Callable[..., _T], *args: Any) -> _T:
+    """``read(*args)`` (a reader of ``vitzoo.testing.golden``), with missing golden data turned into a skip on a
+    user's clone and into a failure naming the missing folder under ``CI=true``."""
     try:
-        return load_case(family, name)
+        return read(*args)
     except GoldenMissingError as err:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"golden data missing on CI: {err}")
-        pytest.skip(str(err))
+        missing = str(err)  # reported outside the handler, so that the message is not followed by a chained trace
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"golden data missing under CI=true, where it must be present: {missing}", pytrace=False)
+    pytest.skip(f"{GOLDEN_SKIP} {missing}")
+
+
+def golden_case(family: str, name: str) -> GoldenCase:
+    """The golden case ``name`` of ``family`` (``golden_case("rala", "tiny")``)."""
+    return golden(load_case, family, name)
+
+
+def golden_manifest(family: str, variant: str) -> dict[str, Any]:
+    """The key manifest ``<variant>.keys.json`` of a full-size official variant."""
+    return golden(load_keys_manifest, family, variant)
+
+
+def golden_folder(family: str) -> Path:
+    """The family's golden folder, for files other than cases and manifests."""
+    return golden(golden_dir, family)
+
+
+def golden_case_names(family: str) -> list[str]:
+    """The family's case names for ``parametrize`` at collection time, where a skip cannot be raised: without
+    data, one stand-in name, ``MISSING_CASE``, whose ``golden_case`` then skips (or fails on CI) in the test."""
+    try:
+        return list_cases(family) or [MISSING_CASE]
+    except GoldenMissingError:
+        return [MISSING_CASE]
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    """A skipped report's reason: ``(path, line, reason)`` in process and after the trip from an xdist worker."""
+    longrepr = report.longrepr
+    return str(longrepr[-1]) if isinstance(longrepr, (tuple, list)) else str(longrepr)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter):
+    """Outermost wrapper, so that the golden-skip count comes last, after pytest's short summary of skips."""
+    try:
+        return (yield)
+    finally:
+        report_golden_skips(terminalreporter)
+
+
+def report_golden_skips(terminalreporter) -> None:
+    """How many tests skipped for missing golden data, and why, in one closing section (only when some did)."""
+    reasons = collections.Counter(reason.split(GOLDEN_SKIP, 1)[1].strip()
+                                  for reason in map(_skip_reason, terminalreporter.stats.get("skipped", []))
+                                  if GOLDEN_SKIP in reason)
+    if not reasons:
+        return
+    count = sum(reasons.values())
+    terminalreporter.write_sep("=", f"{count} test{'s' * (count != 1)} skipped: no golden data (official outputs "
+                                    "for the parity tests); set VITZOO_GOLDEN_DIR to run them", yellow=True)
+    for reason, n in reasons.most_common():
+        terminalreporter.write_line(f"{n} x {reason}")
 
 
 def error_ratio(actual: torch.Tensor, expected: torch.Tensor) -> float:

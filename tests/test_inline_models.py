@@ -10,9 +10,8 @@ from safetensors.torch import load_file
 from torch.utils.flop_counter import FlopCounterMode
 
 import vitzoo
-from conftest import golden_case, write_official_checkpoint
+from conftest import golden_case, golden_manifest, write_official_checkpoint
 from vitzoo.commands.convert import convert
-from vitzoo.golden import load_keys_manifest
 from vitzoo.mixers.cswin import CSwinMixer
 from vitzoo.mixers.inline import InLineMixer
 from vitzoo.mixers.window import WindowMixer
@@ -121,7 +120,7 @@ def test_convert_writes_safetensors_that_reload(tmp_path):
 def test_official_key_manifest_converts_exactly(variant):
     """Every official key and shape maps onto vitzoo's state dict with nothing missing or left over,
     and the parameter count is the official one."""
-    manifest = load_keys_manifest("inline", variant)
+    manifest = golden_manifest("inline", variant)
     with torch.device("meta"):
         model = timm.create_model(variant)
     family = FILTERS[variant.split("_")[1]]

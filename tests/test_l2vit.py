@@ -13,10 +13,9 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import vitzoo
-from conftest import golden_case, write_official_checkpoint
+from conftest import golden_case, golden_manifest, write_official_checkpoint
 from vitzoo import ops
 from vitzoo.cli import main as cli_main
-from vitzoo.golden import load_keys_manifest
 from vitzoo.layers import ConvPosEnc, LocalConcentration
 from vitzoo.mixers.l2vit import DENOMINATOR_FLOOR, L2ViTMixer
 from vitzoo.models import CheckpointError
@@ -385,7 +384,7 @@ MANIFESTS = [
 @pytest.mark.parametrize("variant,name,kwargs", MANIFESTS, ids=[m[0] for m in MANIFESTS])
 def test_key_manifest_converts_exactly(variant, name, kwargs):
     golden_case(FAMILY, "l2vit_tiny_cfg")  # skips locally, fails on CI, when the golden data is absent
-    manifest = load_keys_manifest(FAMILY, variant)
+    manifest = golden_manifest(FAMILY, variant)
     with torch.device("meta"):
         model = timm.create_model(name, **kwargs)
     official = {key: torch.empty(shape, device="meta") for key, shape in manifest["keys"]}

@@ -9,7 +9,7 @@ import json
 import PIL.Image
 import pytest
 import torch
-from conftest import golden_case
+from conftest import golden_case, golden_folder
 
 import vitzoo
 from vitzoo.diffusion.linfusion import (
@@ -18,7 +18,6 @@ from vitzoo.diffusion.linfusion import (
     self_attention_modules,
     stable_diffusion_unet,
 )
-from vitzoo.golden import golden_dir
 from vitzoo.mixers.linfusion import LinFusionMixer
 
 TOL = dict(atol=1e-4, rtol=1e-4)
@@ -129,7 +128,7 @@ def golden_unet():
     from safetensors.torch import load_file
 
     golden_case("linfusion", "mixer")  # skip (or fail on CI) when the golden data is absent
-    root = golden_dir("linfusion")
+    root = golden_folder("linfusion")
     meta = json.loads((root / "unet_tiny.json").read_text())
     unet = UNet2DConditionModel(**meta["unet_config"]).eval()
     unet.load_state_dict(load_file(str(root / "unet_tiny.base.safetensors")))
@@ -229,7 +228,7 @@ HUB = {"sd15": "Yuanshi/LinFusion-1-5", "sd21": "Yuanshi/LinFusion-2-1", "sdxl":
 @pytest.fixture(scope="module")
 def hub_manifests():
     golden_case("linfusion", "mixer")
-    return json.loads((golden_dir("linfusion") / "unet_linfusion.keys.json").read_text())["hub_checkpoints"]
+    return json.loads((golden_folder("linfusion") / "unet_linfusion.keys.json").read_text())["hub_checkpoints"]
 
 
 @pytest.mark.parametrize("arch", ["sd15", "sd21", "sdxl"])

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import vitzoo
-from conftest import golden_case, write_official_checkpoint
+from conftest import golden_case, golden_folder, golden_manifest, write_official_checkpoint
 from vitzoo.diffusion.dit import VzDiTTransformer2DModel, sincos_pos_embed_2d, timestep_embedding
 from vitzoo.diffusion.distill import LiTDistillationLoss
 from vitzoo.diffusion.gaussian_diffusion import GaussianDiffusion, discretized_gaussian_log_likelihood
@@ -21,7 +21,6 @@ from vitzoo.diffusion.inherit import (
     plan_inheritance,
 )
 from vitzoo.diffusion.lit import LiTTransformer2DModel
-from vitzoo.golden import golden_dir, load_keys_manifest
 from vitzoo.models._checkpoint import CheckpointError
 
 TOL = dict(atol=1e-4, rtol=1e-4)
@@ -240,7 +239,7 @@ MANIFESTS = [("lit", v) for v in ("s_2", "b_2", "l_2", "xl_2", "xl_2_512")] + [(
 @pytest.mark.parametrize("family,variant", MANIFESTS, ids=[f"{f}_{v}" for f, v in MANIFESTS])
 def test_full_size_keys_and_params_match_manifests(family, variant):
     cls = LiTTransformer2DModel if family == "lit" else VzDiTTransformer2DModel
-    manifest = load_keys_manifest("lit", f"{family}_{variant}")
+    manifest = golden_manifest("lit", f"{family}_{variant}")
     with torch.device("meta"):
         model = cls.from_variant(VARIANTS[variant.removesuffix("_512")], 512 if variant.endswith("512") else 256)
     assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == {k: tuple(s) for k, s in manifest["keys"]}
@@ -286,7 +285,7 @@ def _diffusers_teacher(teacher: dict):
 def test_inheritance_matches_golden(form, tmp_path):
     case = golden_case("lit", "lit_tiny_inherit")
     teacher = golden_case("lit", "dit_tiny_teacher").weights
-    mapping = json.loads((golden_dir("lit") / "lit_inheritance_map.tiny.json").read_text())
+    mapping = json.loads((golden_folder("lit") / "lit_inheritance_map.tiny.json").read_text())
     if form == "official_pt":
         source = tmp_path / "DiT-tiny.pt"
         torch.save(teacher, source)
@@ -319,7 +318,7 @@ def test_inheritance_matches_golden(form, tmp_path):
 def test_text2image_rule_also_inherits_the_output_projection():
     case = golden_case("lit", "lit_tiny_inherit")
     teacher = golden_case("lit", "dit_tiny_teacher").weights
-    mapping = json.loads((golden_dir("lit") / "lit_inheritance_map.tiny.json").read_text())
+    mapping = json.loads((golden_folder("lit") / "lit_inheritance_map.tiny.json").read_text())
     student = LiTTransformer2DModel(**_tiny_kwargs(case))
     report = inherit_from_dit(student, teacher, rule="text2image")
     assert sorted(report.inherited) == sorted(mapping["inherited"] + mapping["text2image_variant_also_inherits"])
@@ -345,9 +344,9 @@ def test_inheritance_errors_name_the_problem():
 
 @pytest.mark.parametrize("variant", ["s_2", "b_2", "l_2", "xl_2"])
 def test_full_size_inheritance_yields_the_spec_key_sets(variant):
-    expected = json.loads((golden_dir("lit") / f"lit_{variant}.inheritance.json").read_text())
-    student = {k: s for k, s in load_keys_manifest("lit", f"lit_{variant}")["keys"]}
-    teacher = {k: s for k, s in load_keys_manifest("lit", f"dit_{variant}")["keys"]}
+    expected = json.loads((golden_folder("lit") / f"lit_{variant}.inheritance.json").read_text())
+    student = {k: s for k, s in golden_manifest("lit", f"lit_{variant}")["keys"]}
+    teacher = {k: s for k, s in golden_manifest("lit", f"dit_{variant}")["keys"]}
     report = plan_inheritance(student, teacher)
     assert report.inherited == expected["inherited"]
     assert (report.inherited_params, report.new_params) == (expected["inherited_params"], expected["new_params"])

@@ -10,9 +10,8 @@ import timm
 import torch
 
 import vitzoo
-from conftest import golden_case, write_official_checkpoint
+from conftest import golden_case, golden_manifest, write_official_checkpoint
 from vitzoo.cli import main
-from vitzoo.golden import load_keys_manifest
 from vitzoo.models import CheckpointError, paper_facts, reduced_config
 from vitzoo.models.ravlt import checkpoint_filter_fn
 from vitzoo.mixers.mala import MalaMixer
@@ -190,7 +189,7 @@ MANIFESTS = [pytest.param(family, prefix, size, det, id=f"{arch}_{size.lower()}{
 def test_full_size_manifest_converts_exactly(family, prefix, size, det):
     """Every official key maps to a vitzoo key of the same shape, none left over either side, and
     the parameter count is the manifest's (detection: the features_only backbone with out_norms)."""
-    manifest = load_keys_manifest(family, f"det_{size}" if det else f"{prefix}_{size}")
+    manifest = golden_manifest(family, f"det_{size}" if det else f"{prefix}_{size}")
     arch = f"{'ravlt' if family == 'rala' else 'mavit'}_{size.lower()}"
     with torch.device("meta"):
         built = timm.create_model(arch, features_only=det)

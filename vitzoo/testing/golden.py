@@ -24,22 +24,33 @@ class GoldenMissingError(FileNotFoundError):
     """The golden directory (or a file in it) is not where vitzoo looks."""
 
 
+def _search_starts() -> tuple[Path, ...]:
+    """Folders where the default search begins: this package's and the working directory (tests replace it)."""
+    return Path(__file__).resolve().parent, Path.cwd().resolve()
+
+
 def golden_dir(family: Optional[str] = None) -> Path:
-    """``$VITZOO_GOLDEN_DIR``, else the first ``shared/golden`` found beside a parent of this package
-    or of the working directory. Raises :class:`GoldenMissingError` naming the places searched."""
-    searched = []
+    """``$VITZOO_GOLDEN_DIR`` when set (then the only place looked at, so that a wrong setting is reported
+    rather than silently replaced), else the first ``shared/golden`` in a start folder or a parent of one
+    (``../shared/golden`` beside the checkout). Raises :class:`GoldenMissingError` naming the missing folder."""
     env = os.environ.get("VITZOO_GOLDEN_DIR")
-    candidates = [Path(env)] if env else []
-    for start in (Path(__file__).resolve(), Path.cwd().resolve()):
-        candidates += [parent / "shared" / "golden" for parent in start.parents]
-    for candidate in candidates:
-        searched.append(str(candidate))
-        if candidate.is_dir():
-            path = candidate / family if family else candidate
-            if not path.is_dir():
-                raise GoldenMissingError(f"golden data has no folder {family!r} in {candidate}")
-            return path
-    raise GoldenMissingError("golden data not found; set VITZOO_GOLDEN_DIR. Searched: " + ", ".join(searched[:4]))
+    if env:
+        root = Path(env)
+        if not root.is_dir():
+            raise GoldenMissingError(f"golden data not found: VITZOO_GOLDEN_DIR={env} is not a folder")
+    else:
+        candidates = dict.fromkeys(folder / "shared" / "golden"
+                                   for start in _search_starts() for folder in (start, *start.parents))
+        root = next((candidate for candidate in candidates if candidate.is_dir()), None)
+        if root is None:
+            raise GoldenMissingError(f"golden data not found: none of {', '.join(map(str, candidates))} exists; "
+                                     "put it at ../shared/golden beside the checkout or set VITZOO_GOLDEN_DIR")
+    if family is None:
+        return root
+    path = root / family
+    if not path.is_dir():
+        raise GoldenMissingError(f"golden data has no folder {family!r}: {path} does not exist")
+    return path
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
