@@ -7,5 +7,14 @@ from .conv import DepthwiseConv2d
 from .drop import drop_path_rates
 from .init import trunc_normal_init
 from .local import ConvPosEnc, LocalConcentration
+from .shape import pad_to_multiple, resize_pos_embed
 
-__all__ = ["ConvPosEnc", "DepthwiseConv2d", "LocalConcentration", "drop_path_rates", "trunc_normal_init"]
+__all__ = [
+    "ConvPosEnc",
+    "DepthwiseConv2d",
+    "LocalConcentration",
+    "drop_path_rates",
+    "pad_to_multiple",
+    "resize_pos_embed",
+    "trunc_normal_init",
+]
