@@ -116,6 +116,10 @@ def test_wrong_token_count_still_raises(name):
         model(x)
     with pytest.raises(ValueError, match="35 tokens for 0 prefix \\+ a 5x8 map"):
         torch.fx.symbolic_trace(model)(x)
+    # the feature extractor drops unused nodes, but not the checks
+    extractor = create_feature_extractor(model, return_nodes={get_graph_node_names(model)[1][-1]: "out"})
+    with pytest.raises(ValueError, match="35 tokens for 0 prefix \\+ a 5x8 map"):
+        extractor(x)
     with pytest.raises(ValueError, match="37 tokens for 1 prefix \\+ a 5x7 map"):
         model.mixer(torch.randn(1, 37, DIM), (5, 7), num_prefix_tokens=1)
 

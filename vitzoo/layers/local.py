@@ -27,6 +27,7 @@ def _to_map(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 @register_notrace_function
+@torch.fx.node.has_side_effect
 @torch.fx.wrap
 def _check_spatial_tokens(x: torch.Tensor, size: tuple[int, int]) -> None:
     """``ValueError`` unless x is [B, H·W, C]; an FX leaf, so it also runs inside traced graphs."""

@@ -59,6 +59,7 @@ class TokenMixer(nn.Module):
 
 
 @register_notrace_function
+@torch.fx.node.has_side_effect
 @torch.fx.wrap
 def _check_tokens(x: torch.Tensor, size: tuple[int, int], num_prefix_tokens: int, dim: int | None) -> None:
     if x.dim() != 3:

@@ -38,6 +38,7 @@ def _residual_mlp(dim: int, mid_dim: Optional[int]) -> nn.Module:
 
 
 @register_notrace_function
+@torch.fx.node.has_side_effect
 @torch.fx.wrap
 def _check_attend_inputs(hidden_states: torch.Tensor, context: Optional[torch.Tensor],
                          key_weights: Optional[torch.Tensor], dim: int) -> None:

@@ -19,6 +19,7 @@ def check_image_input(x: torch.Tensor, in_chans: int, *, multiple_of: int = 1, m
 
 
 @register_notrace_function
+@torch.fx.node.has_side_effect
 @torch.fx.wrap
 def _check_image_input(x: torch.Tensor, in_chans: int, multiple_of: int, min_size: int, model: str) -> tuple[int, int]:
     if x.dim() != 4:

@@ -25,6 +25,7 @@ __all__ = ["linear_attention", "linear_attention_naive"]
 
 
 @register_notrace_function
+@torch.fx.node.has_side_effect
 @torch.fx.wrap
 def _check(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> None:
     if query.dim() != 4 or key.dim() != 4 or value.dim() != 4:

@@ -26,6 +26,7 @@ __all__ = ["rope_2d", "rope_2d_naive", "rope_2d_frequencies", "rope_2d_tables"]
 
 
 @register_notrace_function
+@torch.fx.node.has_side_effect
 @torch.fx.wrap
 def _check(x: torch.Tensor, size: tuple[int, int]) -> None:
     height, width = size

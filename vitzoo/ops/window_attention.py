@@ -74,6 +74,7 @@ def window_reverse(windows: torch.Tensor, window: int, height: int, width: int) 
 
 
 @register_notrace_function
+@torch.fx.node.has_side_effect
 @torch.fx.wrap
 def _check(query: torch.Tensor, size: tuple[int, int], window: int, shift: int) -> None:
     height, width = size
