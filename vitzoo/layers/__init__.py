@@ -6,5 +6,13 @@ timm.layers is used wherever it already has the piece; what lives here is what i
 from .conv import DepthwiseConv2d
 from .init import trunc_normal_init
 from .local import ConvPosEnc, LocalConcentration
+from .shape import pad_to_multiple, resize_pos_embed
 
-__all__ = ["ConvPosEnc", "DepthwiseConv2d", "LocalConcentration", "trunc_normal_init"]
+__all__ = [
+    "ConvPosEnc",
+    "DepthwiseConv2d",
+    "LocalConcentration",
+    "pad_to_multiple",
+    "resize_pos_embed",
+    "trunc_normal_init",
+]

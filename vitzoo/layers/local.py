@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+from timm.layers import register_notrace_function
 from torch import nn
 
 from .conv import DepthwiseConv2d
@@ -20,10 +21,19 @@ __all__ = ["ConvPosEnc", "LocalConcentration"]
 
 
 def _to_map(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    _check_spatial_tokens(x, size)
+    height, width = size
+    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], height, width)
+
+
+@register_notrace_function
+@torch.fx.node.has_side_effect
+@torch.fx.wrap
+def _check_spatial_tokens(x: torch.Tensor, size: tuple[int, int]) -> None:
+    """``ValueError`` unless x is [B, H·W, C]; an FX leaf, so it also runs inside traced graphs."""
     height, width = size
     if x.dim() != 3 or x.shape[1] != height * width:
         raise ValueError(f"expected spatial tokens [B, {height}*{width}, C], got {tuple(x.shape)}")
-    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], height, width)
 
 
 class ConvPosEnc(nn.Module):

@@ -4,6 +4,11 @@ A mixer maps tokens [B, N, C] to tokens [B, N, C] given the spatial size (H, W) 
 tokens came from, with ``num_prefix_tokens`` prefix tokens (a cls token) first:
 ``N == num_prefix_tokens + H * W``. It owns its projections and whatever it derives from the size
 (RoPE tables, windows, padding), so a block never hands it private tensors.
+
+Mixers must trace: under ``torch.fx`` the size (H, W) is a Proxy whenever a caller derives it from a
+tensor's shape, so a mixer never branches on the size itself. Validation and every size-dependent
+branch live in FX leaf functions (here: :func:`_check_tokens`); ``vitzoo/ops/README.md`` ("Tracing")
+states the rule once for mixers, layers and models.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import difflib
 from typing import Callable, TypeVar
 
 import torch
+from timm.layers import register_notrace_function
 from torch import nn
 
 __all__ = [
@@ -41,20 +47,31 @@ class TokenMixer(nn.Module):
 
     @staticmethod
     def check_tokens(x: torch.Tensor, size: tuple[int, int], num_prefix_tokens: int, dim: int | None = None) -> None:
-        """Raise ``ValueError`` naming the numbers unless x is [B, num_prefix_tokens + H*W, dim]."""
-        if x.dim() != 3:
-            raise ValueError(f"a mixer takes tokens [B, N, C], got a tensor of shape {tuple(x.shape)}")
-        height, width = size
-        if x.shape[1] != num_prefix_tokens + height * width:
-            raise ValueError(
-                f"got {x.shape[1]} tokens for {num_prefix_tokens} prefix + a {height}x{width} map "
-                f"(expected {num_prefix_tokens + height * width})"
-            )
-        if dim is not None and x.shape[2] != dim:
-            raise ValueError(f"mixer built for {dim} channels got tokens with {x.shape[2]}")
+        """Raise ``ValueError`` naming the numbers unless x is [B, num_prefix_tokens + H*W, dim].
+
+        Every mixer validates its tokens here, and only here; the check is an FX leaf, so a traced
+        mixer keeps it as one graph node that runs with the real sizes.
+        """
+        _check_tokens(x, size, num_prefix_tokens, dim)
 
     def extra_repr(self) -> str:
         return f"complexity={self.complexity}"
+
+
+@register_notrace_function
+@torch.fx.node.has_side_effect
+@torch.fx.wrap
+def _check_tokens(x: torch.Tensor, size: tuple[int, int], num_prefix_tokens: int, dim: int | None) -> None:
+    if x.dim() != 3:
+        raise ValueError(f"a mixer takes tokens [B, N, C], got a tensor of shape {tuple(x.shape)}")
+    height, width = size
+    if x.shape[1] != num_prefix_tokens + height * width:
+        raise ValueError(
+            f"got {x.shape[1]} tokens for {num_prefix_tokens} prefix + a {height}x{width} map "
+            f"(expected {num_prefix_tokens + height * width})"
+        )
+    if dim is not None and x.shape[2] != dim:
+        raise ValueError(f"mixer built for {dim} channels got tokens with {x.shape[2]}")
 
 
 def check_heads(dim: int, num_heads: int) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from timm.layers import register_notrace_function
 from torch import nn
 
 from ..layers import DepthwiseConv2d
@@ -38,6 +39,33 @@ def _from_stripes(stripes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     height, width = size
     image = stripes.view(-1, height // h, width // w, channels, h, w)
     return image.permute(0, 3, 1, 4, 2, 5).reshape(-1, channels, height, width)
+
+
+@register_notrace_function
+@torch.fx.wrap
+def _stripe_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, size: tuple[int, int],
+                      stripe: tuple[int, int], batch: int) -> torch.Tensor:
+    """Softmax attention within stripes of the zero-padded map, padded keys masked out.
+
+    Args:
+        q: [B·nS, heads, h·w, D]; k, v: [B·nS, heads, P + h·w, D] with P prefix keys first.
+        size: (H, W) of the map before padding; stripe: (h, w); batch: B.
+
+    An FX leaf: whether there is a padding mask at all depends on the size.
+    """
+    height, width = size
+    stripe_h, stripe_w = stripe
+    pad_h, pad_w = (-height) % stripe_h, (-width) % stripe_w
+    bias = None
+    if pad_h or pad_w:
+        valid = torch.zeros(1, 1, height + pad_h, width + pad_w, dtype=torch.bool, device=q.device)
+        valid[..., :height, :width] = True
+        valid = _to_stripes(valid, stripe).flatten(1).repeat(batch, 1)  # [B·nS, h·w]
+        bias = torch.zeros(valid.shape, device=q.device).masked_fill(~valid, float("-inf"))[:, None, None]
+        num_prefix_keys = k.shape[2] - q.shape[2]
+        if num_prefix_keys:
+            bias = torch.cat([bias.new_zeros(*bias.shape[:-1], num_prefix_keys), bias], dim=-1)
+    return softmax_attention(q, k, v, bias=bias)
 
 
 @register_mixer("cswin")
@@ -87,6 +115,10 @@ class CSwinMixer(TokenMixer):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
+    def _heads(self, t: torch.Tensor) -> torch.Tensor:
+        """[B, N, C] -> [B, heads, N, D] over all heads."""
+        return t.reshape(t.shape[0], -1, self.num_heads, self.head_dim).transpose(1, 2)
+
     def _stripe_shape(self, branch: int, size: tuple[int, int]) -> tuple[int, int]:
         height, width = size
         if self.num_branches == 1:
@@ -105,27 +137,19 @@ class CSwinMixer(TokenMixer):
         """One branch on its channel share: q, k, v maps [B, Cb, H, W] -> [B, Cb, H, W]."""
         batch, channels, height, width = q.shape
         heads = self.num_heads // self.num_branches
-        stripe_h, stripe_w = self._stripe_shape(branch, size)
-        pad_h, pad_w = (-height) % stripe_h, (-width) % stripe_w
+        stripe = self._stripe_shape(branch, size)
+        pad_h, pad_w = (-height) % stripe[0], (-width) % stripe[1]
         padded = (height + pad_h, width + pad_w)
         q, k, v = (F.pad(t, (0, pad_w, 0, pad_h)) for t in (q, k, v))
-        stripes = [_to_stripes(t, (stripe_h, stripe_w)) for t in (q, k, v)]  # [B·nS, Cb, h, w]
+        stripes = [_to_stripes(t, stripe) for t in (q, k, v)]  # [B·nS, Cb, h, w]
         lepe = self.lepe[branch](stripes[2])
         # [B·nS, heads, h·w, D]
         q, k, v = (t.reshape(t.shape[0], heads, self.head_dim, -1).transpose(-2, -1) for t in stripes)
-        bias = None
-        if pad_h or pad_w:
-            valid = torch.zeros(1, 1, *padded, dtype=torch.bool, device=q.device)
-            valid[..., :height, :width] = True
-            valid = _to_stripes(valid, (stripe_h, stripe_w)).flatten(1).repeat(batch, 1)  # [B·nS, h·w]
-            bias = torch.zeros(valid.shape, device=q.device).masked_fill(~valid, float("-inf"))[:, None, None]
         if prefix_kv is not None:
             num_stripes = q.shape[0] // batch
             prefix_k, prefix_v = (t.repeat_interleave(num_stripes, dim=0) for t in prefix_kv)
             k, v = torch.cat([prefix_k, k], dim=2), torch.cat([prefix_v, v], dim=2)
-            if bias is not None:
-                bias = torch.cat([bias.new_zeros(*bias.shape[:-1], prefix_k.shape[2]), bias], dim=-1)
-        out = softmax_attention(q, k, v, bias=bias)  # [B·nS, heads, h·w, D]
+        out = _stripe_attention(q, k, v, size, stripe, batch)  # [B·nS, heads, h·w, D]
         out = out.transpose(-2, -1).reshape(lepe.shape) + lepe
         return _from_stripes(out, padded)[..., :height, :width]
 
@@ -152,8 +176,8 @@ class CSwinMixer(TokenMixer):
         out = torch.cat(outputs, dim=1).flatten(2).transpose(1, 2)  # [B, H·W, C]
         if num_prefix_tokens:
             # prefix tokens attend to themselves and every spatial token, in every head
-            q, k, v = (t.reshape(batch, -1, self.num_heads, self.head_dim).transpose(1, 2)
-                       for t in qkv.chunk(3, dim=-1))
+            q, k, v = qkv.chunk(3, dim=-1)
+            q, k, v = self._heads(q), self._heads(k), self._heads(v)
             prefix_out = softmax_attention(q[:, :, :num_prefix_tokens], k, v)
             out = torch.cat([prefix_out.transpose(1, 2).reshape(batch, num_prefix_tokens, self.dim), out], dim=1)
         return self.proj_drop(self.proj(out))

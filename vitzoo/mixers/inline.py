@@ -23,6 +23,7 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
+from timm.layers import register_notrace_function
 from torch import nn
 
 from ..layers import DepthwiseConv2d
@@ -43,6 +44,13 @@ def injective_linear_attention(query: torch.Tensor, key: torch.Tensor, value: to
         [B, heads, Nq, Dv], accumulated in fp32 (like :func:`vitzoo.ops.linear_attention`) and cast
         back to the value dtype.
     """
+    return _injective_linear_attention_fp32(query, key, value)
+
+
+@register_notrace_function
+@torch.fx.wrap
+def _injective_linear_attention_fp32(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """The body of :func:`injective_linear_attention`; an FX leaf because torch.fx cannot record autocast regions."""
     dtype = value.dtype
     with torch.autocast(device_type=query.device.type, enabled=False):
         q, k, v = query.float(), key.float(), value.float()

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+from timm.layers import register_notrace_function
 from torch import nn
 
 from ..ops import get_feature_map, linear_attention
@@ -34,6 +35,24 @@ def _residual_mlp(dim: int, mid_dim: Optional[int]) -> nn.Module:
     hidden = mid_dim or dim
     return nn.Sequential(nn.Linear(dim, hidden), nn.LayerNorm(hidden, eps=1e-5),
                          nn.LeakyReLU(negative_slope=0.01), nn.Linear(hidden, dim))
+
+
+@register_notrace_function
+@torch.fx.node.has_side_effect
+@torch.fx.wrap
+def _check_attend_inputs(hidden_states: torch.Tensor, context: Optional[torch.Tensor],
+                         key_weights: Optional[torch.Tensor], dim: int) -> None:
+    """The shape checks of :meth:`LinFusionMixer.attend`, an FX leaf so that the method traces."""
+    if hidden_states.dim() != 3 or hidden_states.shape[-1] != dim:
+        raise ValueError(f"LinFusion mixer built for {dim} channels expects tokens [B, N, {dim}], "
+                         f"got {tuple(hidden_states.shape)}")
+    context = hidden_states if context is None else context
+    if context.dim() != 3 or context.shape[0] != hidden_states.shape[0] or context.shape[-1] != dim:
+        raise ValueError(f"context must be [B={hidden_states.shape[0]}, Nk, {dim}] "
+                         f"(to_k_/to_k act on it), got {tuple(context.shape)}")
+    if key_weights is not None and key_weights.shape != (hidden_states.shape[0], context.shape[1]):
+        raise ValueError(f"key_weights must be [B, Nk] = {(hidden_states.shape[0], context.shape[1])}, "
+                         f"got {tuple(key_weights.shape)}")
 
 
 @register_mixer("linfusion")
@@ -102,26 +121,20 @@ class LinFusionMixer(TokenMixer):
         Returns:
             tokens [B, Nq, C].
         """
-        if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.dim:
-            raise ValueError(f"LinFusion mixer built for {self.dim} channels expects tokens [B, N, {self.dim}], "
-                             f"got {tuple(hidden_states.shape)}")
+        _check_attend_inputs(hidden_states, context, key_weights, self.dim)
+        cross_attention = context is not None
         context = hidden_states if context is None else context
-        if context.dim() != 3 or context.shape[0] != hidden_states.shape[0] or context.shape[-1] != self.dim:
-            raise ValueError(f"context must be [B={hidden_states.shape[0]}, Nk, {self.dim}] "
-                             f"(to_k_/to_k act on it), got {tuple(context.shape)}")
         batch, queries, _ = hidden_states.shape
         query = self.feature_map(self._heads(self.to_q(hidden_states + self.to_q_(hidden_states))))
         key = self.feature_map(self._heads(self.to_k(context + self.to_k_(context))))
         value = self._heads(self.to_v(context))
         if key_weights is not None:
-            if key_weights.shape != (batch, context.shape[1]):
-                raise ValueError(f"key_weights must be [B, Nk] = {(batch, context.shape[1])}, "
-                                 f"got {tuple(key_weights.shape)}")
             key = key * key_weights[:, None, :, None].to(key.dtype)
         out = linear_attention(query, key, value, eps=self.eps)  # [B, heads, Nq, d]
-        if context.shape[1] != queries:
+        if cross_attention:
             # The official module scales KV by 1/N with N the QUERY length (the mean over φ(K) runs over
-            # the keys); kept for parity. It only matters for cross-attention, which LinFusion UNets never use.
+            # the keys); kept for parity. It only matters for cross-attention, which LinFusion UNets never use
+            # (for equal lengths the factor is exactly 1).
             out = out * (context.shape[1] / queries)
         out = out.transpose(1, 2).reshape(batch, queries, self.dim)
         return self.to_out(out)
@@ -129,3 +142,4 @@ class LinFusionMixer(TokenMixer):
     def extra_repr(self) -> str:
         own = f"dim={self.dim}, num_heads={self.num_heads}, mid_dim={self.mid_dim}, eps={self.eps}"
         return f"{own}, {super().extra_repr()}"
+

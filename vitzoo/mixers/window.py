@@ -9,10 +9,10 @@ attend globally and every window also attends to them. Cost: linear in tokens fo
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from timm.layers import trunc_normal_
 from torch import nn
 
+from ..layers import pad_to_multiple
 from ..ops import relative_position_index, softmax_attention, window_attention
 from ._base import TokenMixer, check_heads, register_mixer, split_prefix
 
@@ -71,6 +71,11 @@ class WindowMixer(TokenMixer):
     def _heads(self, t: torch.Tensor) -> torch.Tensor:
         return t.view(t.shape[0], t.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
 
+    def _qkv_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # unpacked by name: torch.fx cannot iterate a traced chunk() inside a generator
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        return self._heads(q), self._heads(k), self._heads(v)
+
     def forward(self, x: torch.Tensor, size: tuple[int, int], *, num_prefix_tokens: int = 0) -> torch.Tensor:
         self.check_tokens(x, size, num_prefix_tokens, self.dim)
         batch = x.shape[0]
@@ -78,22 +83,23 @@ class WindowMixer(TokenMixer):
         window = self.window_size
         prefix, spatial = split_prefix(x, num_prefix_tokens)
         padded_h, padded_w = height + (-height) % window, width + (-width) % window
-        is_padded = (padded_h, padded_w) != (height, width)
-        if is_padded:
-            grid = spatial.view(batch, height, width, self.dim)
-            spatial = F.pad(grid, (0, 0, 0, padded_w - width, 0, padded_h - height)).flatten(1, 2)
-        q, k, v = (self._heads(t) for t in self.qkv(spatial).chunk(3, dim=-1))  # [B, heads, Hp·Wp, D]
+        grid = pad_to_multiple(spatial.view(batch, height, width, self.dim), window, channels_last=True)
+        spatial = grid.flatten(1, 2)  # [B, Hp·Wp, C]
+        q, k, v = self._qkv_heads(spatial)  # [B, heads, Hp·Wp, D]
         prefix_q = prefix_k = prefix_v = None
         if num_prefix_tokens:
-            prefix_q, prefix_k, prefix_v = (self._heads(t) for t in self.qkv(prefix).chunk(3, dim=-1))
+            prefix_q, prefix_k, prefix_v = self._qkv_heads(prefix)
         out = window_attention(q, k, v, (padded_h, padded_w), window, self.shift_size, bias=self._bias(),
                                global_key=prefix_k, global_value=prefix_v)
-        if is_padded:
-            out, k, v = (t.view(batch, self.num_heads, padded_h, padded_w, -1)[:, :, :height, :width].flatten(2, 3)
-                         for t in (out, k, v))
+
+        def crop(t: torch.Tensor) -> torch.Tensor:
+            """[B, heads, Hp·Wp, D] -> [B, heads, H·W, D]; a view when nothing was padded."""
+            return t.view(batch, self.num_heads, padded_h, padded_w, -1)[:, :, :height, :width].flatten(2, 3)
+
+        out = crop(out)
         if num_prefix_tokens:
             # prefix tokens attend to themselves and every real (unpadded) spatial token
-            keys, values = torch.cat([prefix_k, k], dim=2), torch.cat([prefix_v, v], dim=2)
+            keys, values = torch.cat([prefix_k, crop(k)], dim=2), torch.cat([prefix_v, crop(v)], dim=2)
             out = torch.cat([softmax_attention(prefix_q, keys, values), out], dim=2)
         out = out.transpose(1, 2).reshape(batch, -1, self.dim)
         return self.proj_drop(self.proj(out))

@@ -1,8 +1,13 @@
-"""Input checks shared by the backbones: bad images fail with a message naming what was expected."""
+"""Input checks shared by the backbones: bad images fail with a message naming what was expected.
+
+The check is an FX leaf (``vitzoo/ops/README.md``, "Tracing"): a traced backbone keeps it as one graph
+node that runs with the real image size.
+"""
 
 from __future__ import annotations
 
 import torch
+from timm.layers import register_notrace_function
 
 __all__ = ["check_image_input"]
 
@@ -10,6 +15,13 @@ __all__ = ["check_image_input"]
 def check_image_input(x: torch.Tensor, in_chans: int, *, multiple_of: int = 1, min_size: int = 1,
                       model: str = "model") -> tuple[int, int]:
     """Return (H, W) of an NCHW batch, or raise ``ValueError`` naming the expected layout."""
+    return _check_image_input(x, in_chans, multiple_of, min_size, model)
+
+
+@register_notrace_function
+@torch.fx.node.has_side_effect
+@torch.fx.wrap
+def _check_image_input(x: torch.Tensor, in_chans: int, multiple_of: int, min_size: int, model: str) -> tuple[int, int]:
     if x.dim() != 4:
         raise ValueError(f"{model} expects images [B, {in_chans}, H, W], got a tensor of shape {tuple(x.shape)}")
     if x.shape[1] != in_chans:

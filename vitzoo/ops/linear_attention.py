@@ -17,12 +17,16 @@ unnormalised numerator and build their own denominator. See ``ops/README.md`` fo
 from __future__ import annotations
 
 import torch
+from timm.layers import register_notrace_function
 
 from ._backend import use_naive
 
 __all__ = ["linear_attention", "linear_attention_naive"]
 
 
+@register_notrace_function
+@torch.fx.node.has_side_effect
+@torch.fx.wrap
 def _check(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> None:
     if query.dim() != 4 or key.dim() != 4 or value.dim() != 4:
         raise ValueError(
@@ -72,6 +76,14 @@ def linear_attention(
     if use_naive():
         return linear_attention_naive(query, key, value, normalize=normalize, eps=eps)
     _check(query, key, value)
+    return _linear_attention_fp32(query, key, value, normalize, eps)
+
+
+@register_notrace_function
+@torch.fx.wrap
+def _linear_attention_fp32(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, normalize: bool,
+                           eps: float) -> torch.Tensor:
+    """The KV-state form with autocast off; an FX leaf because torch.fx cannot record the autocast region."""
     dtype = value.dtype
     with torch.autocast(device_type=query.device.type, enabled=False):
         q, k, v = query.float(), key.float(), value.float()

@@ -18,12 +18,16 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+from timm.layers import register_notrace_function
 
 from ._backend import use_naive
 
 __all__ = ["rope_2d", "rope_2d_naive", "rope_2d_frequencies", "rope_2d_tables"]
 
 
+@register_notrace_function
+@torch.fx.node.has_side_effect
+@torch.fx.wrap
 def _check(x: torch.Tensor, size: tuple[int, int]) -> None:
     height, width = size
     if x.dim() < 2 or x.shape[-2] != height * width:
@@ -45,6 +49,12 @@ def rope_2d_tables(size: tuple[int, int], head_dim: int, *, base: float = 10000.
                    device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(sin, cos), each [H·W, D] in fp32: row angles in the first D/2 columns, column angles in the
     last D/2, every pair's angle written twice (channels 2t and 2t+1 share it)."""
+    return _rope_2d_tables(size, head_dim, base, device)
+
+
+@register_notrace_function
+@torch.fx.wrap
+def _rope_2d_tables(size: tuple[int, int], head_dim: int, base: float, device) -> tuple[torch.Tensor, torch.Tensor]:
     height, width = size
     freqs = rope_2d_frequencies(head_dim, base=base, device=device).repeat_interleave(2)  # [D/2]
     rows = torch.arange(height, dtype=torch.float32, device=device)[:, None] * freqs  # [H, D/2]
@@ -62,6 +72,12 @@ def rope_2d_naive(x: torch.Tensor, size: tuple[int, int], *, base: float = 10000
         size: (H, W) of the token map.
         base: frequency base.
     """
+    return _rope_2d_naive(x, size, base)
+
+
+@register_notrace_function
+@torch.fx.wrap
+def _rope_2d_naive(x: torch.Tensor, size: tuple[int, int], base: float) -> torch.Tensor:
     _check(x, size)
     height, width = size
     dim = x.shape[-1]

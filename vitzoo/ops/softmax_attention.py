@@ -6,12 +6,16 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from timm.layers import register_notrace_function
 
 from ._backend import use_naive
 
 __all__ = ["softmax_attention", "softmax_attention_naive"]
 
 
+@register_notrace_function
+@torch.fx.node.has_side_effect
+@torch.fx.wrap
 def _check(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> None:
     if query.dim() != 4 or key.shape[:3] != value.shape[:3] or query.shape[-1] != key.shape[-1]:
         raise ValueError(

@@ -14,6 +14,8 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
+from timm.layers import register_notrace_function
 
 from ._backend import use_naive
 from .softmax_attention import softmax_attention
@@ -36,6 +38,8 @@ def relative_position_index(window_size: int) -> torch.Tensor:
     return delta[0] * (2 * window_size - 1) + delta[1]
 
 
+@register_notrace_function
+@torch.fx.wrap
 def _region_labels(length: int, window: int, shift: int) -> torch.Tensor:
     """Swin's three regions along one axis of the rolled map: [0, L-w), [L-w, L-s), [L-s, L)."""
     labels = torch.zeros(length, dtype=torch.long)
@@ -69,6 +73,9 @@ def window_reverse(windows: torch.Tensor, window: int, height: int, width: int) 
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, height, width, c)
 
 
+@register_notrace_function
+@torch.fx.node.has_side_effect
+@torch.fx.wrap
 def _check(query: torch.Tensor, size: tuple[int, int], window: int, shift: int) -> None:
     height, width = size
     if query.dim() != 4 or query.shape[2] != height * width:
@@ -163,7 +170,7 @@ def window_attention(
         num_global = global_key.shape[2]
         k = torch.cat([global_key.repeat_interleave(num_windows, dim=0), k], dim=2)
         v = torch.cat([global_value.repeat_interleave(num_windows, dim=0), v], dim=2)
-        scores = torch.cat([scores.new_zeros(*scores.shape[:-1], num_global), scores], dim=-1)
+        scores = F.pad(scores, (num_global, 0))  # zero bias for the global keys in front
     out = softmax_attention(q, k, v, bias=scores, scale=scale)  # [B·nW, heads, w², Dv]
     out = out.transpose(1, 2).reshape(out.shape[0], window * window, -1)
     out = window_reverse(out, window, height, width)
