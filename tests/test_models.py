@@ -14,6 +14,7 @@ import torch
 
 import vitzoo
 from vitzoo.models import PretrainedWeightsError, reduced_config
+from vitzoo.models._hierarchical import HierarchicalBackbone
 
 MODELS = vitzoo.list_models()
 
@@ -202,3 +203,80 @@ def test_vzvit_takes_any_mixer_per_block():
     model = timm.create_model("vzvit_tiny", embed_dim=32, num_heads=2, depth=len(mixers), mixer=mixers, img_size=64)
     assert [type(b.attn).__name__ for b in model.blocks] == [type(vitzoo.create_mixer(m, 32, 2)).__name__ for m in mixers]
     assert model(torch.randn(1, 3, 64, 80)).shape == (1, 1000)
+
+
+def _one_per_family() -> list[str]:
+    seen, names = set(), []
+    for name in MODELS:
+        family = vitzoo.models.model_family(name)
+        if family not in seen:
+            seen.add(family)
+            names.append(name)
+    return names
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_device_keyword_builds_on_meta(name):
+    model = timm.create_model(name, device="meta")
+    tensors = list(model.parameters()) + list(model.buffers())
+    assert tensors and all(t.is_meta for t in tensors)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_fx_symbolic_trace_of_forward_and_features(name):
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    model, input_size = _build(name, num_classes=3)
+    model.eval()
+    traced = torch.fx.symbolic_trace(model)
+    last = model.feature_info[-1]["module"]
+    features = create_feature_extractor(model, return_nodes={last: "last"})
+    for size in (input_size, (input_size[0], input_size[1] + 32, input_size[2] - 32 or input_size[2] + 32)):
+        x = _input(size, batch=1)
+        with torch.no_grad():
+            torch.testing.assert_close(traced(x), model(x))
+            last_features = features(x)["last"]
+            if isinstance(model, HierarchicalBackbone):
+                expected = model.forward_intermediates(x, indices=[len(model.stages) - 1], intermediates_only=True)[0]
+                torch.testing.assert_close(last_features, expected)
+            else:
+                assert last_features.shape[0] == 1 and torch.isfinite(last_features).all()
+    with pytest.raises(ValueError, match="channels"):
+        model(torch.randn(1, input_size[0] + 1, *input_size[1:]))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_features_only_fx_path(name):
+    """timm's ``feature_cls="fx"`` traces the model and returns the feature modules' outputs; for the
+    hierarchical backbones built without output norms they equal the default (getter) features."""
+    config = reduced_config(name)
+    kwargs = {k: v for k, v in config["kwargs"].items() if k != "projection"}
+    with torch.device("meta"):
+        hierarchical = isinstance(timm.create_model(name), HierarchicalBackbone)
+    if hierarchical:
+        kwargs["out_norms"] = False
+    torch.manual_seed(0)
+    fx_model = timm.create_model(name, features_only=True, feature_cls="fx", **kwargs).eval()
+    torch.manual_seed(0)
+    getter = timm.create_model(name, features_only=True, **kwargs).eval()
+    x = _input(config["input_size"], batch=1)
+    with torch.no_grad():
+        traced, reference = fx_model(x), getter(x)
+    assert len(traced) == len(reference)
+    if hierarchical:
+        for a, b in zip(traced, reference):
+            torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("name", _one_per_family())
+def test_torch_export_and_compile_fullgraph(name):
+    model, input_size = _build(name, num_classes=3)
+    model.eval()
+    x = _input(input_size, batch=1)
+    with torch.no_grad():
+        expected = model(x)
+        exported = torch.export.export(model, (x,))
+        torch.testing.assert_close(exported.module()(x), expected)
+        torch._dynamo.reset()
+        compiled = torch.compile(model, fullgraph=True, backend="eager")
+        torch.testing.assert_close(compiled(x), expected)

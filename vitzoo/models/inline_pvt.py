@@ -23,6 +23,7 @@ from timm.layers import to_2tuple, trunc_normal_
 from timm.models import generate_default_cfgs
 from torch import nn
 
+from ..layers import resize_pos_embed
 from ..mixers import map_to_tokens
 from ._builder import build_vitzoo_model
 from ._checkpoint import CheckpointError, unwrap_state_dict
@@ -62,16 +63,10 @@ class PVTStage(Stage):
         self.pos_drop = nn.Dropout(drop_rate)
 
     def tokens(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        return self.pos_drop(map_to_tokens(x) + _pos_embed_at(self.pos_embed, self.grid, size))
-
-
-def _pos_embed_at(pos_embed: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
-    """The [1, h·w, C] embedding of the construction ``grid`` at ``size``: itself, or resized bilinearly
-    (align_corners=False, the official resize) when the map differs."""
-    if tuple(size) == tuple(grid):
-        return pos_embed
-    image = pos_embed.transpose(1, 2).reshape(1, -1, *grid)
-    return F.interpolate(image, size=size, mode="bilinear", align_corners=False).flatten(2).transpose(1, 2)
+        # official: bilinear, align_corners=False, from the construction grid (the identity at that grid)
+        pos_embed = resize_pos_embed(self.pos_embed, self.grid, size, mode="bilinear", antialias=False,
+                                     align_corners=False)
+        return self.pos_drop(map_to_tokens(x) + pos_embed)
 
 
 class InLinePVT(HierarchicalBackbone):

@@ -17,12 +17,11 @@ import re
 from typing import Callable, Optional, Sequence, Union
 
 import torch
-import torch.nn.functional as F
 from timm.layers import DropPath, LayerNorm2d, Mlp
 from timm.models import generate_default_cfgs
 from torch import nn
 
-from ..layers import ConvPosEnc, LocalConcentration, trunc_normal_init
+from ..layers import ConvPosEnc, LocalConcentration, pad_to_multiple, trunc_normal_init
 from ..mixers import create_mixer
 from ._builder import build_vitzoo_model, make_cfg
 from ._checkpoint import CheckpointError, unwrap_state_dict
@@ -35,13 +34,6 @@ from ._registry import register_model
 __all__ = ["L2ViT", "LWABlock", "LGABlock", "checkpoint_filter_fn"]
 
 _logger = logging.getLogger(__name__)
-
-
-def _pad_right_bottom(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Zero-pad an NCHW map on the right and bottom up to multiples of ``multiple``."""
-    height, width = x.shape[-2:]
-    pad_h, pad_w = (-height) % multiple, (-width) % multiple
-    return F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
 
 
 class ConvStem(nn.Module):
@@ -58,7 +50,7 @@ class ConvStem(nn.Module):
         self.norm = LayerNorm2d(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = _pad_right_bottom(x, 4)
+        x = pad_to_multiple(x, 4)
         return self.norm(self.bn2(self.conv2(self.act(self.bn1(self.conv1(x))))))
 
 
@@ -73,7 +65,7 @@ class Downsample(nn.Module):
         self.proj = nn.Conv2d(in_dim, dim, 2, stride=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(_pad_right_bottom(self.norm(x), 2))
+        return self.proj(pad_to_multiple(self.norm(x), 2))
 
 
 class LWABlock(nn.Module):

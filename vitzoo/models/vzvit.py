@@ -20,6 +20,7 @@ from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint
 from torch import nn
 
+from ..layers import resize_pos_embed
 from ..mixers import create_mixer
 from ._builder import build_vitzoo_model, make_cfg
 from ._checkpoint import unwrap_state_dict
@@ -168,10 +169,8 @@ class VzViT(nn.Module):
         check_image_input(x, self.in_chans, multiple_of=self.patch_size, min_size=self.patch_size, model="vzvit")
         x = self.patch_embed(x)  # [B, gh, gw, C]
         size = (x.shape[1], x.shape[2])
-        pos_embed = self.pos_embed
-        if size != self.patch_embed.grid_size:
-            pos_embed = resample_abs_pos_embed(pos_embed, new_size=size, old_size=self.patch_embed.grid_size,
-                                               num_prefix_tokens=self.num_prefix_tokens)
+        pos_embed = resize_pos_embed(self.pos_embed, self.patch_embed.grid_size, size,
+                                     num_prefix_tokens=self.num_prefix_tokens)
         x = x.flatten(1, 2)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
