@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from timm.models import generate_default_cfgs
 
 from ._builder import build_vitzoo_model

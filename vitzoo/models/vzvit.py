@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
-import torch.nn.functional as F
 from timm.layers import (DropPath, LayerScale, Mlp, PatchEmbed, calculate_drop_path_rates, resample_abs_pos_embed,
                          trunc_normal_)
 from timm.models import generate_default_cfgs
