@@ -97,6 +97,18 @@ def report_golden_skips(terminalreporter) -> None:
         terminalreporter.write_line(f"{n} x {reason}")
 
 
+def assert_exports_and_compiles(model: torch.nn.Module, x: torch.Tensor) -> None:
+    """``torch.export.export`` and ``torch.compile(fullgraph=True)`` (eager backend: graph capture without
+    graph breaks, no C++ build) of an eval-mode ``model`` both reproduce its eager output on ``x``."""
+    with torch.no_grad():
+        expected = model(x)
+        exported = torch.export.export(model, (x,))
+        torch.testing.assert_close(exported.module()(x), expected)
+        torch._dynamo.reset()
+        compiled = torch.compile(model, fullgraph=True, backend="eager")
+        torch.testing.assert_close(compiled(x), expected)
+
+
 def error_ratio(actual: torch.Tensor, expected: torch.Tensor) -> float:
     """RMS of the difference relative to the RMS of the reference (fla's low-precision check)."""
     actual, expected = actual.double(), expected.double()

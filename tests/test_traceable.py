@@ -12,6 +12,7 @@ from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
 import vitzoo
+from conftest import assert_exports_and_compiles
 from vitzoo import ops
 from vitzoo.layers import ConvPosEnc, DepthwiseConv2d, LocalConcentration, pad_to_multiple, resize_pos_embed
 from vitzoo.mixers import map_to_tokens, tokens_to_map
@@ -98,14 +99,7 @@ def test_mixer_feature_extraction(name, kwargs, prefix):
 
 @pytest.mark.parametrize("name, kwargs, prefix", CASES)
 def test_mixer_export_and_compile(name, kwargs, prefix):
-    model = _build(name, kwargs, prefix)
-    x = _inputs()[0]
-    expected = model(x)
-    exported = torch.export.export(model, (x,))
-    torch.testing.assert_close(exported.module()(x), expected)
-    torch._dynamo.reset()
-    compiled = torch.compile(model, fullgraph=True, backend="eager")
-    torch.testing.assert_close(compiled(x), expected)
+    assert_exports_and_compiles(_build(name, kwargs, prefix), _inputs()[0])
 
 
 @pytest.mark.parametrize("name", vitzoo.list_mixers())

@@ -85,6 +85,13 @@ def classifier_head_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch
             for key, value in state_dict.items()}
 
 
+def _check_pool(global_pool: str, num_classes: int) -> None:
+    if global_pool not in ("avg", ""):
+        raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
+    if global_pool == "" and num_classes > 0:
+        raise ValueError("global_pool='' leaves a feature map; a classifier needs global_pool='avg' or num_classes=0")
+
+
 class Stage(nn.Module):
     """``downsample`` (map -> map; Identity for none), then ``blocks`` on tokens; NCHW maps in and out.
 
@@ -155,10 +162,7 @@ class HierarchicalBackbone(nn.Module):
                 (RAVLT's head projection); the last stage's width otherwise.
             input_multiple: inputs must have sides divisible by this (32 for the InLine backbones).
         """
-        if global_pool not in ("avg", ""):
-            raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
-        if global_pool == "" and num_classes > 0:
-            raise ValueError("global_pool='' leaves a feature map; a classifier needs global_pool='avg' or num_classes=0")
+        _check_pool(global_pool, num_classes)
         if len(embed_dims) != len(self.stages) or len(reductions) != len(self.stages):
             raise ValueError(f"{model_name}: give one embed_dim and reduction per stage ({len(self.stages)})")
         self.model_name = model_name
@@ -185,15 +189,12 @@ class HierarchicalBackbone(nn.Module):
         if coarse:
             return dict(stem=self.stem_pattern, blocks=r"^stages\.(\d+)")
         blocks = [(r"^stages\.(\d+)\.blocks\.(\d+)", None), (r"^stages\.(\d+)\.(?:downsample|pos_embed)", (0,))]
-        finals = [name for name in ("norm", "out_norms", *self.extra_final_modules())
-                  if getattr(self, name, None) is not None and any(True for _ in getattr(self, name).parameters())]
+        # every other top-level module with parameters runs after the stages (norm, out_norms, RAVLT's proj)
+        finals = [name for name, module in self.named_children()
+                  if name not in ("stem", "stages", "head") and any(True for _ in module.parameters())]
         if finals:
             blocks.append(("|".join(f"^{name}" for name in finals), (99999,)))
         return dict(stem=self.stem_pattern, blocks=blocks)
-
-    def extra_final_modules(self) -> list[str]:
-        """Names of further top-level modules with parameters that run after the stages (RAVLT: ``proj``)."""
-        return []
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -206,10 +207,7 @@ class HierarchicalBackbone(nn.Module):
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         pool = self.global_pool if global_pool is None else global_pool
-        if pool not in ("avg", ""):
-            raise ValueError(f"global_pool must be 'avg' or '', got {pool!r}")
-        if pool == "" and num_classes > 0:
-            raise ValueError("global_pool='' leaves a feature map; a classifier needs global_pool='avg' or num_classes=0")
+        _check_pool(pool, num_classes)
         self.num_classes = num_classes
         self.head.reset(num_classes, pool_type=pool)
 

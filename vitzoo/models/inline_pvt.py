@@ -18,7 +18,6 @@ from functools import partial
 from typing import Sequence, Union
 
 import torch
-import torch.nn.functional as F
 from timm.layers import to_2tuple, trunc_normal_
 from timm.models import generate_default_cfgs
 from torch import nn
@@ -137,15 +136,6 @@ class InLinePVT(HierarchicalBackbone):
         return {f"stages.{i}.pos_embed" for i in range(len(self.stages))}
 
 
-def _resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """[1, h·w, C] from a square h×w grid to ``grid``, bilinearly (the official resize)."""
-    side = int(round(pos_embed.shape[1] ** 0.5))
-    if side * side != pos_embed.shape[1]:
-        raise ValueError(f"cannot resize a position embedding of {pos_embed.shape[1]} tokens: not a square grid")
-    image = pos_embed.transpose(1, 2).reshape(1, -1, side, side)
-    return F.interpolate(image, size=grid, mode="bilinear", align_corners=False).flatten(2).transpose(1, 2)
-
-
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: InLinePVT) -> dict[str, torch.Tensor]:
     """Official InLine-PVT keys -> vitzoo: ``patch_embed{i}`` -> ``stages.{i-1}.downsample``,
     ``pos_embed{i}`` -> ``stages.{i-1}.pos_embed``, ``block{i}.j`` -> ``stages.{i-1}.blocks.j``; the
@@ -170,8 +160,11 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: InLinePVT) 
         out[key] = value
     for key in [k for k in out if re.fullmatch(r"stages\.\d\.pos_embed", k)]:
         stage = model.stages[int(key.split(".")[1])]
-        if out[key].shape[1] != stage.pos_embed.shape[1]:
-            out[key] = _resize_pos_embed(out[key], stage.grid)
+        side = int(round(out[key].shape[1] ** 0.5))
+        if side * side != out[key].shape[1]:
+            raise CheckpointError(f"{key} has {out[key].shape[1]} positions, not a square grid to resize")
+        out[key] = resize_pos_embed(out[key], (side, side), stage.grid, mode="bilinear", antialias=False,
+                                    align_corners=False)
     return out
 
 

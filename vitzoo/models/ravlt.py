@@ -212,9 +212,6 @@ class RAVLT(HierarchicalBackbone):
     def no_weight_decay(self) -> set[str]:
         return set()
 
-    def extra_final_modules(self) -> list[str]:
-        return ["proj"]
-
     def forward_final(self, x: torch.Tensor) -> torch.Tensor:
         """The head projection: [B, C, H, W] -> [B, projection, H, W] (identity without one)."""
         return self.act(self.norm(self.proj(x)))
