@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
+from timm.layers import LayerNorm2d
 
 import vitzoo
 from vitzoo.models import paper_facts, reduced_config
@@ -118,3 +119,14 @@ def test_every_model_has_an_arch_tag_cfg():
         cfg = timm.models.get_pretrained_cfg(name)
         assert cfg.tag, f"{name} has no pretrained tag"
         assert "notes" not in cfg.to_dict() or not cfg.notes, f"{name} still carries facts in notes"
+
+
+@pytest.mark.parametrize("name,eps", [("l2vit_tiny", 1e-5), ("inline_swin_tiny", 1e-5), ("inline_cswin_tiny", 1e-5),
+                                      ("inline_pvt_tiny", 1e-5), ("ravlt_t", 1e-6)])
+def test_channel_layer_norms_keep_the_official_eps(name, eps):
+    """timm's LayerNorm2d defaults to eps 1e-6, the official nn.LayerNorm to 1e-5: every norm over channels
+    of a map (stem, merges, final norm, output norms) must carry the official value."""
+    with torch.device("meta"):
+        model = timm.create_model(name, out_norms=True)
+    norms = [m for m in model.modules() if isinstance(m, LayerNorm2d)]
+    assert norms and all(m.eps == eps for m in norms), sorted({m.eps for m in norms})

@@ -17,6 +17,7 @@ one per stage, or one list per stage), :func:`per_stage` and :func:`stage_drop_p
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
@@ -144,7 +145,7 @@ class HierarchicalBackbone(nn.Module):
             model_name: str,
             norm: Optional[nn.Module] = None,
             out_norms: Union[bool, Sequence[int], None] = None,
-            out_norm_layer: Callable[[int], nn.Module] = LayerNorm2d,
+            out_norm_layer: Callable[[int], nn.Module] = partial(LayerNorm2d, eps=1e-5),
             num_features: Optional[int] = None,
             input_multiple: int = 1,
     ) -> None:
@@ -158,6 +159,9 @@ class HierarchicalBackbone(nn.Module):
             norm: the final norm on the last map (map -> map); None for none.
             out_norms: stages whose dense outputs get their own norm (``out_norm_layer``), as in the
                 official detection backbones: True for all, indices, or None.
+            out_norm_layer: LayerNorm over channels with ``nn.LayerNorm``'s eps 1e-5 (what the official
+                detection backbones use) unless the family says otherwise; timm's ``LayerNorm2d`` alone
+                defaults to 1e-6.
             num_features: channels of ``forward_features`` when the family's final module changes them
                 (RAVLT's head projection); the last stage's width otherwise.
             input_multiple: inputs must have sides divisible by this (32 for the InLine backbones).

@@ -113,7 +113,8 @@ class InLineCSwin(HierarchicalBackbone):
             stages.append(Stage(downsample, blocks))
         self.stages = nn.ModuleList(stages)
         self.init_backbone(embed_dims=dims, reductions=(4, 8, 16, 32), in_chans=in_chans, num_classes=num_classes,
-                           global_pool=global_pool, drop_rate=drop_rate, model_name="InLine-CSwin", norm=LayerNorm2d(dims[-1]),
+                           global_pool=global_pool, drop_rate=drop_rate, model_name="InLine-CSwin",
+                           norm=LayerNorm2d(dims[-1], eps=1e-5),
                            out_norms=out_norms, input_multiple=INLINE_INPUT_MULTIPLE)
         self.apply(init_weights)
 

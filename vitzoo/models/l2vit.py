@@ -47,7 +47,7 @@ class ConvStem(nn.Module):
         self.act = nn.ReLU()
         self.conv2 = nn.Conv2d(dim // 2, dim, 3, stride=2, padding=1)
         self.bn2 = nn.BatchNorm2d(dim)
-        self.norm = LayerNorm2d(dim)
+        self.norm = LayerNorm2d(dim, eps=1e-5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = pad_to_multiple(x, 4)
@@ -61,7 +61,7 @@ class Downsample(nn.Module):
 
     def __init__(self, in_dim: int, dim: int):
         super().__init__()
-        self.norm = LayerNorm2d(in_dim)
+        self.norm = LayerNorm2d(in_dim, eps=1e-5)
         self.proj = nn.Conv2d(in_dim, dim, 2, stride=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -208,7 +208,7 @@ class L2ViT(HierarchicalBackbone):
         self.init_backbone(
             embed_dims=dims, reductions=[4 * 2 ** i for i in range(num_stages)], in_chans=in_chans,
             num_classes=num_classes, global_pool=global_pool, drop_rate=drop_rate, model_name="l2vit",
-            norm=None if has_out_norms else LayerNorm2d(dims[-1]), out_norms=out_norms,
+            norm=None if has_out_norms else LayerNorm2d(dims[-1], eps=1e-5), out_norms=out_norms,
         )
         # the classification file's init (the mmdet file uses kaiming for convs; it always starts from weights)
         self.apply(trunc_normal_init(types=(nn.Linear, nn.Conv2d)))
