@@ -81,7 +81,7 @@ def test_tools_are_thin_wrappers(tool):
 def test_bench_denoiser_registry(tmp_path, capsys):
     from torch import nn
 
-    from vitzoo.diffusion.benchmarks import DenoiserBench, register_denoiser
+    from vitzoo.benchmark.denoisers import DenoiserBench, register_denoiser
 
     @register_denoiser("test_conv")
     def _factory(width: int = 4):

@@ -183,7 +183,7 @@ def test_generate_command_writes_a_grid(pipe, tmp_path):
 
 @pytest.mark.parametrize("name,heads", [("lit", 2), ("dit", 6)])
 def test_bench_denoisers_are_registered(name, heads):
-    from vitzoo.diffusion.benchmarks import get_denoiser
+    from vitzoo.benchmark.denoisers import get_denoiser
 
     bench = get_denoiser(name, variant="S/2", depth=1)
     assert bench.module.blocks[0].attn.num_heads == heads

@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--mixer", nargs="+", help="mixer names, each optionally NAME:key=value,...")
     target.add_argument("--model", nargs="+", help="model names, each optionally NAME:key=value,...")
-    target.add_argument("--denoiser", nargs="+", help="diffusion denoisers (vitzoo.diffusion.benchmarks), NAME:key=value,...")
+    target.add_argument("--denoiser", nargs="+", help="diffusion denoisers (vitzoo.benchmark.denoisers), NAME:key=value,...")
     parser.add_argument("--tokens", type=int, nargs="+", default=[1024, 4096, 16384], help="token counts (mixers)")
     parser.add_argument("--img-size", type=int, nargs="+", default=[224, 512], help="square input sizes (models, denoisers)")
     parser.add_argument("--dim", type=int, default=64, help="mixer width")
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from vitzoo.bench import bench_denoiser, bench_mixer, bench_model, markdown_table, plot_results, write_csv
+    from vitzoo.benchmark import bench_denoiser, bench_mixer, bench_model, markdown_table, plot_results, write_csv
 
     dtype = getattr(torch, args.dtype)
     specs = args.mixer or args.model or args.denoiser

@@ -29,7 +29,6 @@ from timm.layers import Mlp
 from torch import nn
 
 from ..mixers import create_mixer
-from .benchmarks import DenoiserBench, register_denoiser
 
 __all__ = [
     "DIT_VARIANTS",
@@ -397,25 +396,3 @@ class VzDiTTransformer2DModel(ModelMixin, ConfigMixin):
         cond, uncond = eps.chunk(2)
         guided = uncond + guidance_scale * (cond - uncond)
         return torch.cat([torch.cat([guided, guided]), rest], dim=1)
-
-
-def _denoiser_bench(model: VzDiTTransformer2DModel) -> DenoiserBench:
-    """One step at a resolution: latents of side resolution/8, a timestep and a class per sample."""
-    config = model.config
-
-    def make_inputs(resolution: int, batch: int, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
-        side = resolution // VAE_DOWNSAMPLE
-        return dict(hidden_states=torch.randn(batch, config.in_channels, side, side, device=device, dtype=dtype),
-                    timestep=torch.full((batch,), 500, device=device),
-                    class_labels=torch.zeros(batch, dtype=torch.long, device=device))
-
-    def tokens(resolution: int) -> int:
-        return (resolution // VAE_DOWNSAMPLE // config.patch_size) ** 2
-
-    return DenoiserBench(model, make_inputs, tokens)
-
-
-@register_denoiser("dit")
-def dit_denoiser(variant: str = "XL/2", resolution: int = 256, **kwargs: Any) -> DenoiserBench:
-    """``vitzoo bench --denoiser dit:variant=XL/2``: the official DiT (softmax mixer), random weights."""
-    return _denoiser_bench(VzDiTTransformer2DModel.from_variant(variant, resolution, **kwargs))

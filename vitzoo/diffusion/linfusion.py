@@ -36,7 +36,6 @@ import torch
 from torch import nn
 
 from ..mixers.linfusion import LinFusionMixer
-from .benchmarks import DenoiserBench, register_denoiser
 
 try:
     from diffusers import ModelMixin
@@ -488,34 +487,3 @@ def stable_diffusion_unet(arch: str = "sd15", **overrides: Any) -> nn.Module:
     if arch not in SD_UNET_CONFIGS:
         raise ValueError(f"unknown Stable Diffusion architecture {arch!r}; expected one of {sorted(SD_UNET_CONFIGS)}")
     return UNet2DConditionModel(**{**SD_UNET_CONFIGS[arch], **overrides})
-
-
-@register_denoiser("sd15_unet")
-def sd15_unet_bench(linfusion: bool = False, arch: str = "sd15", seed: int = 0) -> DenoiserBench:
-    """One UNet denoising step of SD-1.5's architecture (random weights), with or without LinFusion."""
-    torch.manual_seed(seed)
-    unet = stable_diffusion_unet(arch)
-    if linfusion:
-        LinFusion.construct_for(unet, pretrained=False)
-    context = unet.config.cross_attention_dim
-
-    def make_inputs(resolution: int, batch: int, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
-        if resolution % 8:
-            raise ValueError(f"resolution {resolution} is not a multiple of the VAE factor 8")
-        latent = resolution // 8
-        inputs = dict(sample=torch.randn(batch, 4, latent, latent, device=device, dtype=dtype),
-                      timestep=torch.full((batch,), 500, device=device),
-                      encoder_hidden_states=torch.randn(batch, 77, context, device=device, dtype=dtype))
-        if arch == "sdxl":
-            inputs["added_cond_kwargs"] = dict(text_embeds=torch.randn(batch, 1280, device=device, dtype=dtype),
-                                               time_ids=torch.randn(batch, 6, device=device, dtype=dtype))
-        return inputs
-
-    first = unet.config.down_block_types.index(next(b for b in unet.config.down_block_types if "CrossAttn" in b))
-    return DenoiserBench(unet, make_inputs, lambda resolution: (resolution // 8 // 2 ** first) ** 2)
-
-
-@register_denoiser("sd15_unet_linfusion")
-def sd15_unet_linfusion_bench(arch: str = "sd15", seed: int = 0) -> DenoiserBench:
-    """:func:`sd15_unet_bench` with LinFusion mounted (fresh modules: timing does not depend on weights)."""
-    return sd15_unet_bench(linfusion=True, arch=arch, seed=seed)

@@ -23,8 +23,7 @@ from diffusers.configuration_utils import register_to_config
 # component's module, so ModelMixin must be a name here
 from diffusers.models.modeling_utils import ModelMixin  # noqa: F401
 
-from .benchmarks import DenoiserBench, register_denoiser
-from .dit import DIT_VARIANTS, VzDiTTransformer2DModel, _denoiser_bench
+from .dit import DIT_VARIANTS, VzDiTTransformer2DModel
 
 __all__ = ["LIT_VARIANTS", "LiTTransformer2DModel"]
 
@@ -68,9 +67,3 @@ class LiTTransformer2DModel(VzDiTTransformer2DModel):
             depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, class_dropout_prob=class_dropout_prob,
             num_classes=num_classes, learn_sigma=learn_sigma, mixer=mixer, mixer_kwargs=mixer_kwargs,
             guidance_channels=guidance_channels)
-
-
-@register_denoiser("lit")
-def lit_denoiser(variant: str = "XL/2", resolution: int = 256, **kwargs: Any) -> DenoiserBench:
-    """``vitzoo bench --denoiser lit:variant=XL/2``: LiT with random weights."""
-    return _denoiser_bench(LiTTransformer2DModel.from_variant(variant, resolution, **kwargs))

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         return sweep(args)
     import torch
 
-    from vitzoo.bench import PeakMemory
+    from vitzoo.benchmark import PeakMemory
 
     pipe, _ = build_pipeline(args)
     device = pipe._execution_device
@@ -144,7 +144,7 @@ def _forwarded(args: argparse.Namespace) -> list[str]:
 
 def sweep(args: argparse.Namespace) -> int:
     """Time and peak memory of whole generations against resolution, one fresh process per point."""
-    from vitzoo.bench import BenchResult, markdown_table, plot_results, write_csv
+    from vitzoo.benchmark import BenchResult, markdown_table, plot_results, write_csv
 
     stem = Path(args.sweep_out)
     results = []

@@ -20,7 +20,8 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 import torch
 
 __all__ = [
-    "BenchResult", "PeakMemory", "bench_denoiser", "bench_mixer", "bench_model", "grid_for_tokens", "write_csv",
+    "BenchResult", "PeakMemory", "bench_denoiser", "bench_mixer", "bench_model", "grid_for_tokens", "markdown_table",
+    "write_csv",
     "plot_results",
 ]
 
@@ -174,7 +175,7 @@ def bench_mixer(
         progress: Optional[Callable[[str], None]] = None,
 ) -> list[BenchResult]:
     """Time one mixer on near-square maps of each token count; ``items_per_s`` is tokens/s."""
-    from .mixers import create_mixer
+    from ..mixers import create_mixer
 
     dev = torch.device(device)
     mixer = create_mixer(name, dim, num_heads, **(mixer_kwargs or {})).to(dev, dtype)
@@ -216,7 +217,7 @@ def bench_model(
     """Time inference of a registered model at square input sizes; ``items_per_s`` is images/s."""
     import timm
 
-    from .models._registry import check_model_name
+    from ..models._registry import check_model_name
 
     check_model_name(name)
     dev = torch.device(device)
@@ -251,9 +252,9 @@ def bench_denoiser(
         max_seconds: float = 5.0,
         progress: Optional[Callable[[str], None]] = None,
 ) -> list[BenchResult]:
-    """Time one denoising step of a registered denoiser (``vitzoo.diffusion.benchmarks``) at image
+    """Time one denoising step of a registered denoiser (:mod:`vitzoo.benchmark.denoisers`) at image
     resolutions; ``tokens`` is what the denoiser's attention sees at that resolution."""
-    from .diffusion.benchmarks import get_denoiser
+    from .denoisers import get_denoiser
 
     dev = torch.device(device)
     bench = get_denoiser(name, **(denoiser_kwargs or {}))
