@@ -89,7 +89,7 @@ def test_resize_region_equals_pillow_bicubic(size):
 def vae():
     from diffusers import AutoencoderKL
 
-    from vitzoo.diffusion.highres_tiny import TINY_VAE_CONFIG
+    from vitzoo.testing.tiny_diffusion import TINY_VAE_CONFIG
 
     torch.manual_seed(0)
     return AutoencoderKL(**{**TINY_VAE_CONFIG, "sample_size": 64}).eval()
@@ -161,7 +161,7 @@ def test_feed_forward_chunks_divide_the_tokens():
 
 @pytest.fixture()
 def tiny(tmp_path):
-    from vitzoo.diffusion.highres_tiny import tiny_stable_diffusion
+    from vitzoo.testing.tiny_diffusion import tiny_stable_diffusion
 
     return tiny_stable_diffusion(directory=tmp_path / "tokenizer", vae_config=dict(sample_size=64))
 

@@ -396,7 +396,7 @@ def test_sdxl_style_unet_runs_with_linfusion():
 
 @pytest.fixture()
 def tiny_pipe(tmp_path):
-    from vitzoo.diffusion.highres_tiny import tiny_stable_diffusion
+    from vitzoo.testing.tiny_diffusion import tiny_stable_diffusion
 
     return tiny_stable_diffusion(directory=tmp_path / "tokenizer", vae_config=dict(sample_size=64))
 

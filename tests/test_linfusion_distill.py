@@ -82,7 +82,7 @@ def test_loss_is_the_official_three_term_sum():
 
 @pytest.fixture()
 def tiny(tmp_path):
-    from vitzoo.diffusion.highres_tiny import tiny_stable_diffusion
+    from vitzoo.testing.tiny_diffusion import tiny_stable_diffusion
 
     pipe = tiny_stable_diffusion(directory=tmp_path / "tokenizer")
     pipe.unet.requires_grad_(False)
@@ -323,7 +323,7 @@ def test_sdxl_pipeline_distils_with_pooled_embeddings_and_micro_conditioning(tmp
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from vitzoo.diffusion.highres_tiny import TINY_VAE_CONFIG, tiny_clip_tokenizer
+    from vitzoo.testing.tiny_diffusion import TINY_VAE_CONFIG, tiny_clip_tokenizer
     from vitzoo.train import distill as engine
 
     tokenizer = tiny_clip_tokenizer(tmp_path / "tok")

@@ -1,5 +1,9 @@
-"""Helpers for vitzoo's own tests only: the golden-data reader (``vitzoo.testing.golden``).
+"""Helpers for tests and offline demos, not part of the model API:
 
-Nothing in the library imports this package; it lives inside ``vitzoo`` so that the test suite and the
-tools reach the helpers through one import path on every checkout.
+- :mod:`.golden`: the reader of the official implementations' golden outputs (``../shared/golden``);
+- :mod:`.tiny_diffusion`: a tiny, randomly initialised Stable Diffusion pipeline built from configs in code
+  (the ``tiny-random`` model id of ``vitzoo generate`` / ``vitzoo distill``, and the diffusion tests).
+
+They sit beside ``vitzoo.diffusion`` in the import order (they may import models and diffusion, never train
+or commands), so the test suite, the tools and the offline toy paths reach them through one import path.
 """

@@ -72,11 +72,11 @@ DISTILL_METHODS: dict[str, DistillMethod] = {
 
 def load_text_to_image_pipeline(model: str, dtype: torch.dtype = torch.float32):
     """A Stable Diffusion (1.x / 2.x / XL) pipeline from a directory or hub id; ``"tiny-random"`` builds the
-    offline tiny one of :mod:`vitzoo.diffusion.highres_tiny`."""
+    offline tiny one of :mod:`vitzoo.testing.tiny_diffusion`."""
     from diffusers import DiffusionPipeline
 
     if model == "tiny-random":
-        from ..diffusion.highres_tiny import tiny_stable_diffusion
+        from ..testing.tiny_diffusion import tiny_stable_diffusion
 
         return tiny_stable_diffusion().to(dtype=dtype)
     pipe = DiffusionPipeline.from_pretrained(model, torch_dtype=dtype, safety_checker=None,

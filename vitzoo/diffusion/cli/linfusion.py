@@ -8,7 +8,7 @@
         --sweep-attention random none --sweep-out docs/bench/linfusion_highres
 
 The image is written to PNG band by band. ``--model tiny-random`` builds the offline tiny random SD of
-:mod:`vitzoo.diffusion.highres_tiny` (no download; its images are noise). ``--sweep`` runs one fresh
+:mod:`vitzoo.testing.tiny_diffusion` (no download; its images are noise). ``--sweep`` runs one fresh
 process per resolution and attention (so each peak RSS is its own) and writes CSV, PNG and a table;
 each point's record is kept as ``<sweep-out>_<attention>_<size>.json`` and reused by a later sweep
 (delete it to measure again), so an interrupted sweep resumes.
@@ -65,7 +65,7 @@ def build_pipeline(args: argparse.Namespace):
     dtype = getattr(torch, args.dtype)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.model == TINY:
-        from vitzoo.diffusion.highres_tiny import tiny_stable_diffusion
+        from vitzoo.testing.tiny_diffusion import tiny_stable_diffusion
 
         pipe = tiny_stable_diffusion(seed=args.seed, pipeline_class=HighResolutionPipeline)
     elif Path(args.model).suffix in (".safetensors", ".ckpt"):
