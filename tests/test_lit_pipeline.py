@@ -194,7 +194,7 @@ def test_bench_denoisers_are_registered(name, heads):
 
 
 def test_class_consistency_report():
-    from vitzoo.diffusion.cli.lit import class_consistency
+    from vitzoo.commands.generate.lit import class_consistency
 
     report = class_consistency([0, 0, 1, 2, 2, 2], [0, 0, 0, 2, 2, 2], {0: "zero", 1: "one", 2: "two"}, 3)
     assert report["accuracy"] == 5 / 6 and report["per_class"] == {"zero": 2 / 3, "two": 1.0}

@@ -1,4 +1,4 @@
-"""`python tools/generate.py ...` is `vitzoo generate ...` (see vitzoo/commands/generate.py)."""
+"""`python tools/generate.py ...` is `vitzoo generate ...` (see vitzoo/commands/generate/)."""
 
 import sys
 

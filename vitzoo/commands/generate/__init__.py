@@ -1,7 +1,11 @@
 """``vitzoo generate --pipeline NAME ...``: images from a vitzoo diffusion pipeline.
 
-The flags every pipeline shares are defined here; each pipeline (``vitzoo/diffusion/cli/<name>.py``)
-adds its own flags in a group and runs the generation.
+The flags every pipeline shares are defined here; each pipeline is a module of this package
+(``vitzoo/commands/generate/<name>.py``, one per ``--pipeline`` value) that defines ``HELP`` (one line),
+``add_arguments(group)`` for flags only it uses (never the common ones) and ``run(args) -> int``.
+Pipeline modules must not import diffusers at import time: the ``vitzoo`` command builds its parser
+from all of them. The command discovery (:mod:`vitzoo.cli`) lists only the top level of
+``vitzoo/commands/``, so they are not taken for subcommands.
 """
 
 from __future__ import annotations
@@ -12,11 +16,10 @@ HELP = "generate images with a vitzoo diffusion pipeline (--pipeline NAME)"
 
 
 def pipelines() -> dict[str, object]:
-    """The pipeline CLI modules by name."""
+    """The pipeline modules of this package by name."""
     from vitzoo._discovery import import_submodules
-    from vitzoo.diffusion import cli
 
-    return import_submodules(cli.__name__, cli.__path__)
+    return import_submodules(__name__, __path__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
