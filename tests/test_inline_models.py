@@ -264,7 +264,7 @@ def test_hierarchical_inputs_must_be_multiples_of_32():
 def test_fvcore_counts_fused_attention_like_explicit_attention():
     """The card's FLOPs include the softmax stages: SDPA counts as the explicit matmuls of the naive op."""
     from vitzoo import ops
-    from vitzoo.commands.info import count_flops
+    from vitzoo.benchmark import count_flops
 
     class StripeMixerOnMap(torch.nn.Module):
         def __init__(self):

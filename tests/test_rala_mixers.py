@@ -12,7 +12,7 @@ from torch import nn
 import vitzoo
 from conftest import golden_case
 from vitzoo import ops
-from vitzoo.commands.info import count_flops
+from vitzoo.benchmark import count_flops
 from vitzoo.models.ravlt import checkpoint_filter_fn
 
 GOLDEN_MIXERS = [

@@ -269,7 +269,7 @@ def test_pretrained_cfg_has_the_real_eval_preprocessing(arch, top1, checkpoint):
 @pytest.mark.parametrize("arch,official", [("ravlt_t", 2_626_157_056), ("mavit_t", 2_652_419_584)])
 def test_fvcore_flops_equal_the_official_measurement(arch, official):
     """fvcore on vitzoo's model gives exactly what it gives on the official code (variants.json)."""
-    from vitzoo.commands.info import count_flops
+    from vitzoo.benchmark import count_flops
 
     model = timm.create_model(arch)
     assert round(count_flops(model, (3, 224, 224)) * 1e9) == official

@@ -97,7 +97,7 @@ def measure_flops(family: str, root: Path) -> dict[str, float]:
     """fvcore GFLOPs of every variant at its cfg input size, stored in the family's data file."""
     import timm
 
-    from .commands.info import count_flops
+    from .benchmark import count_flops
 
     flops = {}
     for name in card_models(family):

@@ -1,12 +1,15 @@
 """Benchmarks of the zoo: throughput and peak memory of mixers, models and diffusion denoisers
-(:mod:`.measure`), and the denoisers they can time (:mod:`.denoisers`). It sits above the model and
-diffusion packages and below the commands: nothing under ``vitzoo/`` except commands imports it."""
+(:mod:`.measure`), the denoisers they can time (:mod:`.denoisers`) and fvcore FLOP counts (:mod:`.flops`).
+It sits above the model, diffusion and training packages and below the cards and the commands: nothing
+under ``vitzoo/`` except those imports it."""
 
 from .denoisers import DenoiserBench, get_denoiser, list_denoisers, register_denoiser
+from .flops import count_flops
 from .measure import (BenchResult, PeakMemory, bench_denoiser, bench_mixer, bench_model, grid_for_tokens,
                       markdown_table, plot_results, write_csv)
 
 __all__ = [
-    "BenchResult", "DenoiserBench", "PeakMemory", "bench_denoiser", "bench_mixer", "bench_model", "get_denoiser",
-    "grid_for_tokens", "list_denoisers", "markdown_table", "plot_results", "register_denoiser", "write_csv",
+    "BenchResult", "DenoiserBench", "PeakMemory", "bench_denoiser", "bench_mixer", "bench_model", "count_flops",
+    "get_denoiser", "grid_for_tokens", "list_denoisers", "markdown_table", "plot_results", "register_denoiser",
+    "write_csv",
 ]

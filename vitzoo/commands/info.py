@@ -15,35 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _sdpa_flops(inputs, outputs) -> int:
-    """fvcore handle for ``aten::scaled_dot_product_attention``: the multiply-adds of QKᵀ and of the
-    weights times V, B·heads·Nq·Nk·(D + Dv), what fvcore counts when the two matmuls are explicit."""
-    from math import prod
-
-    query, key, value = (tensor.type().sizes() for tensor in inputs[:3])
-    return prod(query[:-1]) * key[-2] * (query[-1] + value[-1])
-
-
-def count_flops(model, input_size: tuple[int, int, int]) -> float:
-    """fvcore FLOPs (one multiply-add counts 1) of one forward at ``input_size``, in GFLOPs.
-
-    fvcore has no handle for SDPA and would count fused softmax attention as zero; :func:`_sdpa_flops`
-    counts it like the explicit matmuls of the official implementations.
-    """
-    import logging
-
-    import torch
-    from fvcore.nn import FlopCountAnalysis
-
-    logging.getLogger("fvcore").setLevel(logging.ERROR)
-    analysis = FlopCountAnalysis(model.eval(), torch.zeros(1, *input_size))
-    analysis.set_op_handle("aten::scaled_dot_product_attention", _sdpa_flops)
-    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-    return analysis.total() / 1e9
-
-
 def run(args: argparse.Namespace) -> int:
     import vitzoo
+    from vitzoo.benchmark import count_flops
 
     model = vitzoo.create_model(args.model)
     cfg = dict(model.pretrained_cfg)
