@@ -15,7 +15,9 @@ from safetensors.torch import load_file
 from test_data import corrupt, write_image_folder
 from vitzoo.cli import main
 from vitzoo.train import Checkpointer
-from vitzoo.train.classification import ClassificationTrainer, parse_train_args, train_classifier
+from vitzoo.commands.train import parse_args as parse_train_args
+from vitzoo.train.classification import ClassificationEngine, train_classifier
+from vitzoo.train.loop import Trainer
 from vitzoo.train.config import ConfigError
 from vitzoo.train.runtime import LaunchError, make_accelerator
 
@@ -199,11 +201,11 @@ def _two_process_worker(data: str, runs: str, report: str) -> None:
     GradientState._reset_state()
     PartialState._reset_state()
     torch.set_num_threads(1)
-    trainer = ClassificationTrainer(parse_train_args(tiny_argv(Path(data), Path(runs), "--epochs", "1")))
+    trainer = Trainer(ClassificationEngine(parse_train_args(tiny_argv(Path(data), Path(runs), "--epochs", "1"))))
     trainer.train_sampler.set_epoch(0)
     indices = [index for index, _ in trainer.train_sampler]
     result = trainer.fit()
-    checksum = sum(float(p.double().sum()) for p in trainer.base_model.parameters())
+    checksum = sum(float(p.double().sum()) for p in trainer.base_trainable.parameters())
     rank = trainer.accelerator.process_index
     Path(report, f"rank{rank}.json").write_text(json.dumps(dict(
         rank=rank, world=trainer.accelerator.num_processes, distributed=str(trainer.accelerator.distributed_type),

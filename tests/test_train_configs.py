@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import vitzoo
-from vitzoo.train.classification import parse_train_args
+from vitzoo.commands.train import parse_args as parse_train_args
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGENET = sorted((ROOT / "configs" / "imagenet").glob("*.yaml"))

@@ -15,7 +15,8 @@ from PIL import Image
 
 from test_data import write_image_folder
 from vitzoo.cli import main
-from vitzoo.train.classification import parse_train_args, train_classifier
+from vitzoo.commands.train import parse_args as parse_train_args
+from vitzoo.train.classification import train_classifier
 from vitzoo.train.evaluation import load_classifier
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,7 +21,8 @@ import argparse
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-__all__ = ["ConfigError", "enable_config_file", "flag_defaults", "load_config", "resolve_args", "save_args"]
+__all__ = ["ConfigError", "enable_config_file", "flag_defaults", "load_config", "parse_with_config", "resolve_args",
+           "resume_base_args", "save_args"]
 
 _DEFAULTS_DEST = "_flag_defaults"
 _ACTIONS_DEST = "_flag_actions"
@@ -129,15 +130,38 @@ def _checked(data: Mapping[str, Any], actions: Mapping[str, argparse.Action], so
     return out
 
 
+def resume_base_args(resume: str | Path) -> dict[str, Any]:
+    """The flags saved by the run being resumed (``args.yaml`` beside the checkpoint, else its state file),
+    with the run directory set to where the checkpoint is now (the folder may have been moved)."""
+    import yaml
+
+    path = Path(resume)
+    folder = path if path.is_dir() else path.parent
+    saved = folder / "args.yaml"
+    if saved.is_file():
+        values = yaml.safe_load(saved.read_text()) or {}
+    elif path.is_file() or (folder / "last.state.pt").is_file():
+        from .checkpoint import Checkpointer
+
+        values = dict(Checkpointer.load(path).get("args") or {})
+    else:
+        raise FileNotFoundError(f"cannot resume: {path} is neither a run directory (with args.yaml or "
+                                f"last.state.pt) nor a .state.pt file")
+    return dict(values, output=str(folder.parent), experiment=folder.name)
+
+
 def resolve_args(args: argparse.Namespace, *, base: Optional[Mapping[str, Any]] = None,
                  base_source: str = "saved run arguments") -> argparse.Namespace:
-    """Merge parser defaults < ``base`` (e.g. a resumed run's arguments) < config file < typed flags.
+    """Merge parser defaults < ``base`` < config file < typed flags. Without ``base``, a ``--resume RUN``
+    typed on the command line makes the resumed run's saved flags the base (:func:`resume_base_args`).
 
     Args:
         args: the namespace from a parser prepared with :func:`enable_config_file`.
         base: values to use below the config file; keys that are not flags are ignored.
         base_source: how to name ``base`` in error messages.
     """
+    if base is None and getattr(args, "resume", None):
+        base = resume_base_args(args.resume)
     typed = {k: v for k, v in vars(args).items() if k not in (_DEFAULTS_DEST, _ACTIONS_DEST)}
     defaults = getattr(args, _DEFAULTS_DEST)
     actions = getattr(args, _ACTIONS_DEST)
@@ -148,6 +172,11 @@ def resolve_args(args: argparse.Namespace, *, base: Optional[Mapping[str, Any]] 
         merged.update(_read_config(typed["config"], actions))
     merged.update(typed)
     return argparse.Namespace(**merged)
+
+
+def parse_with_config(parser: argparse.ArgumentParser, argv: Optional[list[str]] = None) -> argparse.Namespace:
+    """Parse ``argv`` with ``parser`` (prepared by :func:`enable_config_file`) and resolve the layers."""
+    return resolve_args(parser.parse_args(argv))
 
 
 def save_args(args: argparse.Namespace, path: str | Path) -> Path:

@@ -1,0 +1,72 @@
+"""The flags every training command shares (``vitzoo train``, ``train_lit``, ``distill``), defined once, and
+the one way their values are resolved: parser defaults < the resumed run's ``args.yaml`` < ``-c`` YAML <
+typed flags (:func:`vitzoo.train.config.resolve_args`). Each command passes its own defaults."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Optional
+
+__all__ = ["add_run_arguments", "finish_parser", "report_stop"]
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, *, batch_size: int, epochs: int, seed: int,
+                      log_interval: int, amp_dtype: str = "float16", model_ema: Optional[bool] = False,
+                      model_ema_decay: float = 0.9998, workers: int = 4, checkpoint_steps: Optional[int] = None,
+                      max_steps: bool = False, output: str = "runs") -> None:
+    """Add the run, optimisation-loop and EMA flags (timm ``train.py`` names).
+
+    Args:
+        checkpoint_steps: default of ``--checkpoint-steps`` (write ``last`` every N updates); None leaves the
+            flag out and the core writes ``last`` after every epoch.
+        max_steps: add ``--max-steps`` (step-limited engines).
+        model_ema: default of ``--model-ema``; None leaves the EMA flags out (engines without an EMA).
+    """
+    loop = parser.add_argument_group("training loop")
+    loop.add_argument("-b", "--batch-size", type=int, default=batch_size, metavar="N", help="batch per process")
+    loop.add_argument("--epochs", type=int, default=epochs)
+    if max_steps:
+        loop.add_argument("--max-steps", type=int, default=None, metavar="N",
+                          help="optimizer updates to train for (default: --epochs)")
+    loop.add_argument("--grad-accum-steps", type=int, default=1, metavar="N", help="micro-batches per optimizer update")
+    loop.add_argument("--clip-grad", type=float, default=None, metavar="NORM", help="gradient clipping (off if unset)")
+    loop.add_argument("--clip-mode", default="norm", choices=["norm", "value", "agc"])
+    loop.add_argument("-j", "--workers", type=int, default=workers, metavar="N", help="data loading processes per rank")
+    if model_ema is not None:
+        ema = parser.add_argument_group("model EMA")
+        ema.add_argument("--model-ema", action=argparse.BooleanOptionalAction, default=model_ema)
+        ema.add_argument("--model-ema-decay", type=float, default=model_ema_decay)
+        ema.add_argument("--model-ema-warmup", action=argparse.BooleanOptionalAction, default=False)
+        ema.add_argument("--model-ema-ref-batch", type=int, default=None,
+                         help="vitzoo: the decay is given for this global batch; use decay**(batch/ref) (DeiT-style)")
+    run = parser.add_argument_group("run")
+    run.add_argument("--seed", type=int, default=seed)
+    run.add_argument("--device", default="", help="'cpu' forces the CPU; default: accelerate's choice")
+    run.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
+                     help="mixed precision (through accelerate)")
+    run.add_argument("--amp-dtype", default=amp_dtype, choices=["float16", "bfloat16"])
+    run.add_argument("--output", default=output, metavar="DIR", help="parent folder of run directories")
+    run.add_argument("--experiment", default="", metavar="NAME", help="run directory name (default: time-model)")
+    run.add_argument("--resume", metavar="PATH", default="",
+                     help="run directory or .state.pt to continue exactly; its saved flags become the defaults")
+    run.add_argument("--log-interval", type=int, default=log_interval, metavar="N",
+                     help="updates between progress reports")
+    if checkpoint_steps is not None:
+        run.add_argument("--checkpoint-steps", type=int, default=checkpoint_steps, metavar="N",
+                         help="write `last` every N updates (and on a signal, and at the end)")
+
+
+def finish_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add ``-c/--config`` and set the defaults aside (see :func:`vitzoo.train.config.enable_config_file`)."""
+    from vitzoo.train.config import enable_config_file
+
+    return enable_config_file(parser)
+
+
+def report_stop(command: str, result: Any) -> Optional[int]:
+    """Print how to continue a run stopped by a signal and return its exit status (128 + signal), else None."""
+    if not result.stopped_by_signal:
+        return None
+    print(f"stopped by signal {result.stopped_by_signal} at update {result.steps}; resume with: "
+          f"vitzoo {command} --resume {result.run_dir}")
+    return 128 + result.stopped_by_signal
