@@ -14,7 +14,13 @@ from safetensors.torch import load_file
 
 from vitzoo.data.latents import LatentDataset, cache_latents, center_crop_arr, read_cache_index
 from vitzoo.diffusion.dit import VzDiTTransformer2DModel
-from vitzoo.train.diffusion import DiffusionTrainer, parse_train_lit_args, train_lit
+from vitzoo.commands.train_lit import parse_args as parse_train_lit_args
+from vitzoo.train.diffusion import DiffusionEngine, train_lit
+from vitzoo.train.loop import Trainer
+
+
+def DiffusionTrainer(args):
+    return Trainer(DiffusionEngine(args))
 
 
 def _image_folder(root, classes=("a", "b"), per_class=4, size=(12, 10)):
@@ -120,24 +126,24 @@ def test_training_with_inheritance_and_distillation(pixel_cache, teacher_file, t
     trainer = DiffusionTrainer(args)
     teacher = torch.load(teacher_file)
     # inherited before any update: the MLP is the teacher's, the attention is new
-    torch.testing.assert_close(trainer.base_model.blocks[1].mlp.fc1.weight, teacher["blocks.1.mlp.fc1.weight"])
-    assert trainer.teacher.blocks[0].attn.num_heads == 2
-    assert not any(p.requires_grad for p in trainer.teacher.parameters())
+    torch.testing.assert_close(trainer.base_trainable.blocks[1].mlp.fc1.weight, teacher["blocks.1.mlp.fc1.weight"])
+    assert trainer.engine.teacher.blocks[0].attn.num_heads == 2
+    assert not any(p.requires_grad for p in trainer.engine.teacher.parameters())
     result = trainer.fit()
     assert result.steps == 3 and np.isfinite(result.last_loss)
     rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3] and all(r["train_noise_kd"] > 0 for r in rows)
-    assert not torch.equal(trainer.base_model.blocks[1].mlp.fc1.weight, teacher["blocks.1.mlp.fc1.weight"])
+    assert not torch.equal(trainer.base_trainable.blocks[1].mlp.fc1.weight, teacher["blocks.1.mlp.fc1.weight"])
     weights = load_file(str(result.run_dir / "last.safetensors"))
-    torch.testing.assert_close(weights["blocks.1.mlp.fc1.weight"], trainer.base_model.blocks[1].mlp.fc1.weight)
+    torch.testing.assert_close(weights["blocks.1.mlp.fc1.weight"], trainer.base_trainable.blocks[1].mlp.fc1.weight)
     from vitzoo.diffusion.pipelines import LiTPipeline
 
-    pipe = LiTPipeline.from_pretrained(result.pipeline_dir)
+    pipe = LiTPipeline.from_pretrained(result.exported)
     assert pipe.labels == {"a": 0, "b": 1} and pipe.vae is None
     # the pipeline holds the EMA weights, not the last ones
-    ema = trainer.ema.state_dict()
+    ema = trainer.ema.module.state_dict()
     torch.testing.assert_close(pipe.transformer.state_dict()["blocks.0.attn.q.weight"], ema["blocks.0.attn.q.weight"])
-    assert not torch.equal(ema["blocks.0.attn.q.weight"], trainer.base_model.blocks[0].attn.q.weight)
+    assert not torch.equal(ema["blocks.0.attn.q.weight"], trainer.base_trainable.blocks[0].attn.q.weight)
     pipe.set_progress_bar_config(disable=True)
     assert pipe(["b"], num_inference_steps=2, output_type="pt").images.shape == (1, 1, 8, 8)
 
@@ -151,7 +157,7 @@ def test_stop_signal_and_resume_repeat_the_uninterrupted_run(pixel_cache, tmp_pa
 
     straight = train_lit(_args(pixel_cache, tmp_path, "--experiment", "straight", "--max-steps", "5", "--no-pipeline"))
     with monkeypatch.context() as patch:
-        step = DiffusionTrainer._train_step
+        step = DiffusionEngine.step
         calls = []
 
         def interrupted(self, *args):
@@ -160,10 +166,10 @@ def test_stop_signal_and_resume_repeat_the_uninterrupted_run(pixel_cache, tmp_pa
                 signal.raise_signal(signal.SIGINT)
             return step(self, *args)
 
-        patch.setattr(DiffusionTrainer, "_train_step", interrupted)
+        patch.setattr(DiffusionEngine, "step", interrupted)
         stopped = train_lit(_args(pixel_cache, tmp_path, "--experiment", "split", "--max-steps", "5", "--no-pipeline"))
-    assert stopped.stopped_by_signal == signal.SIGINT and stopped.steps == 2 and stopped.pipeline_dir is None
-    assert torch.load(stopped.run_dir / "last.state.pt")["step"] == 2
+    assert stopped.stopped_by_signal == signal.SIGINT and stopped.steps == 2 and stopped.exported is None
+    assert torch.load(stopped.run_dir / "last.state.pt")["progress"]["update_step"] == 2
     assert main(["train_lit", "--resume", str(stopped.run_dir)]) == 0
     a, b = load_file(str(straight.run_dir / "last.safetensors")), load_file(str(stopped.run_dir / "last.safetensors"))
     for key in a:
@@ -172,7 +178,7 @@ def test_stop_signal_and_resume_repeat_the_uninterrupted_run(pixel_cache, tmp_pa
     ema_b = torch.load(stopped.run_dir / "last.state.pt")["ema"]
     torch.testing.assert_close(ema_b["final_layer.linear.weight"], ema_a["final_layer.linear.weight"], rtol=0, atol=0)
     # 12 samples, batch 4, drop_last: 3 batches per epoch, so step 5 is in the second epoch
-    assert torch.load(stopped.run_dir / "last.state.pt")["epoch"] == 1
+    assert torch.load(stopped.run_dir / "last.state.pt")["progress"]["epoch"] == 1
 
 
 def test_yaml_config_and_typed_flags(pixel_cache, tmp_path):
@@ -182,7 +188,7 @@ def test_yaml_config_and_typed_flags(pixel_cache, tmp_path):
     assert (args.batch_size, args.lr, args.model_kwargs) == (6, 0.001, {"hidden_size": 16, "depth": 1})
     assert args.model_ema_decay == 0.9999  # untouched flags keep their defaults
     config.write_text("batch_sise: 6\n")
-    with pytest.raises(ValueError, match="unknown keys \\['batch_sise'\\]"):
+    with pytest.raises(ValueError, match="unknown key 'batch_sise'"):
         parse_train_lit_args(["-c", str(config), "--data-dir", str(pixel_cache)])
     with pytest.raises(ValueError, match="--dataset vitzoo/digits"):
         parse_train_lit_args([])
@@ -190,15 +196,15 @@ def test_yaml_config_and_typed_flags(pixel_cache, tmp_path):
 
 def test_bad_runs_fail_early(pixel_cache, teacher_file, tmp_path):
     with pytest.raises(ValueError, match="--distill needs --teacher"):
-        DiffusionTrainer(_args(pixel_cache, tmp_path, "--distill"))
+        _args(pixel_cache, tmp_path, "--distill")
     train_lit(_args(pixel_cache, tmp_path, "--experiment", "one", "--max-steps", "1", "--no-pipeline"))
     other = _args(pixel_cache, tmp_path, "--resume", str(tmp_path / "one"))
     other.model_kwargs = dict(other.model_kwargs, depth=3)
     with pytest.raises(ValueError, match="cannot resume .* model_config"):
         DiffusionTrainer(other)
-    with pytest.raises(FileExistsError, match="already holds a run"):
+    with pytest.raises(ValueError, match="already holds a run"):
         DiffusionTrainer(_args(pixel_cache, tmp_path, "--experiment", "one"))
-    with pytest.raises(ValueError, match="exceeds the 12 cached samples"):
+    with pytest.raises(ValueError, match="12 training samples give 0 full batches of 13"):
         DiffusionTrainer(_args(pixel_cache, tmp_path, "--batch-size", "13"))
 
 
@@ -215,12 +221,12 @@ def _two_process_worker(cache: str, runs: str, report: str) -> None:
     args = _args(cache, runs, "--max-steps", "2", "--batch-size", "3", "--no-pipeline")
     trainer = DiffusionTrainer(args)
     seen = []
-    step = trainer._train_step
-    trainer._train_step = lambda latents, labels: seen.append(latents.sum().item()) or step(latents, labels)
+    step = trainer.engine.step
+    trainer.engine.step = lambda model, batch: seen.append(batch[0].sum().item()) or step(model, batch)
     result = trainer.fit()
     rank = trainer.accelerator.process_index
-    state = {k: float(v.double().sum()) for k, v in trainer.base_model.state_dict().items()}
-    ema = float(sum(v.double().sum() for v in trainer.ema.state_dict().values()))
+    state = {k: float(v.double().sum()) for k, v in trainer.base_trainable.state_dict().items()}
+    ema = float(sum(v.double().sum() for v in trainer.ema.module.state_dict().values()))
     (Path(report) / f"rank{rank}.json").write_text(json.dumps(dict(
         world=trainer.accelerator.num_processes, seen=seen, state=state, ema=ema, steps=result.steps, pid=os.getpid(),
         run_dir=str(result.run_dir))))
@@ -239,4 +245,4 @@ def test_two_processes_split_the_batches_and_stay_in_sync(pixel_cache, tmp_path)
     assert ranks[0]["state"] == ranks[1]["state"] and ranks[0]["ema"] == ranks[1]["ema"]  # DDP keeps them equal
     assert ranks[0]["run_dir"] == ranks[1]["run_dir"]  # one folder, named by the main process
     state = torch.load(Path(ranks[0]["run_dir"]) / "last.state.pt")
-    assert state["step"] == 2 and len(state["rng"]) == 2
+    assert state["progress"]["update_step"] == 2 and len(state["rng"]) == 2
