@@ -167,8 +167,8 @@ def _distill(model, data, output, *extra):
     from vitzoo.cli import main
 
     return main(["distill", "--method", "linfusion", "--model", str(model), "--data-dir", str(data),
-                 "--output", str(output), "--resolution", "32", "--batch-size", "2", "--workers", "0",
-                 "--device", "cpu", "--log-every", "1", *extra])
+                 "--output", str(output.parent), "--experiment", output.name, "--resolution", "32", "--batch-size",
+                 "2", "--workers", "0", "--device", "cpu", "--log-interval", "1", *extra])
 
 
 def _weights(path):
@@ -181,13 +181,13 @@ def test_distill_trains_checkpoints_and_exports(setup):
     model, data, tmp = setup
     unet_file = next((model / "unet").glob("*.safetensors"))
     unet_before = unet_file.read_bytes()
-    assert _distill(model, data, tmp / "run", "--max-steps", "4", "--checkpoint-every", "2") == 0
+    assert _distill(model, data, tmp / "run", "--max-steps", "4", "--checkpoint-steps", "2") == 0
     run = tmp / "run"
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
-    assert all(np.isfinite(r[k]) for r in rows for k in ("loss", "loss_denoise", "loss_kd", "loss_feature"))
-    state = torch.load(run / "last.state.pt", weights_only=True)
-    assert state["step"] == 4 and state["epoch"] == 1 and state["batches_done"] == 1  # 3 batches per epoch
+    assert all(np.isfinite(r[f"train_{k}"]) for r in rows for k in ("loss", "loss_denoise", "loss_kd", "loss_feature"))
+    progress = torch.load(run / "last.state.pt", weights_only=True)["progress"]
+    assert (progress["update_step"], progress["epoch"], progress["batch_in_epoch"]) == (4, 1, 1)  # 3 batches/epoch
     assert unet_file.read_bytes() == unet_before
     from diffusers import UNet2DConditionModel
 
@@ -205,9 +205,9 @@ def test_distill_trains_checkpoints_and_exports(setup):
 
 def test_resume_continues_exactly(setup):
     model, data, tmp = setup
-    assert _distill(model, data, tmp / "straight", "--max-steps", "4", "--checkpoint-every", "10") == 0
-    assert _distill(model, data, tmp / "split", "--max-steps", "2", "--checkpoint-every", "10") == 0
-    assert _distill(model, data, tmp / "split", "--max-steps", "4", "--checkpoint-every", "10", "--resume", "auto") == 0
+    assert _distill(model, data, tmp / "straight", "--max-steps", "4", "--checkpoint-steps", "10") == 0
+    assert _distill(model, data, tmp / "split", "--max-steps", "2", "--checkpoint-steps", "10") == 0
+    assert _distill(model, data, tmp / "split", "--max-steps", "4", "--resume", str(tmp / "split")) == 0
     straight, split = _weights(tmp / "straight" / "last.safetensors"), _weights(tmp / "split" / "last.safetensors")
     for key in straight:
         torch.testing.assert_close(split[key], straight[key], atol=0, rtol=0)
@@ -216,7 +216,7 @@ def test_resume_continues_exactly(setup):
 
 
 def test_signal_stops_with_a_checkpoint_and_resume_finishes(setup, monkeypatch):
-    import vitzoo.train.distill as engine
+    import vitzoo.train.loop as core
 
     model, data, tmp = setup
 
@@ -230,12 +230,12 @@ def test_signal_stops_with_a_checkpoint_and_resume_finishes(setup, monkeypatch):
 
         yield Flag()
 
-    monkeypatch.setattr(engine, "graceful_stop", signalled)
-    assert _distill(model, data, tmp / "stopped", "--max-steps", "3", "--checkpoint-every", "10") == 0
-    assert torch.load(tmp / "stopped" / "last.state.pt", weights_only=True)["step"] == 1
+    monkeypatch.setattr(core, "graceful_stop", signalled)
+    assert _distill(model, data, tmp / "stopped", "--max-steps", "3", "--checkpoint-steps", "10") == 128 + 15
+    assert torch.load(tmp / "stopped" / "last.state.pt", weights_only=True)["progress"]["update_step"] == 1
     assert not (tmp / "stopped" / "linfusion").exists()  # no export of an unfinished run
     monkeypatch.undo()
-    assert _distill(model, data, tmp / "stopped", "--max-steps", "3", "--resume", "auto") == 0
+    assert _distill(model, data, tmp / "stopped", "--max-steps", "3", "--resume", str(tmp / "stopped")) == 0
     assert _distill(model, data, tmp / "straight", "--max-steps", "3") == 0
     stopped, straight = _weights(tmp / "stopped" / "last.safetensors"), _weights(tmp / "straight" / "last.safetensors")
     for key in straight:
@@ -255,7 +255,7 @@ def test_config_file_sets_defaults_and_typed_flags_win(setup, tmp_path):
     with pytest.raises(ValueError, match="unknown key 'learning_rate'"):
         resolve(build_parser().parse_args(["distill", "-c", str(config)]))
     config.write_text("resize: crop\n")
-    with pytest.raises(ValueError, match="not one of"):
+    with pytest.raises(ValueError, match="expected one of"):
         resolve(build_parser().parse_args(["distill", "-c", str(config)]))
 
 
@@ -276,7 +276,7 @@ def test_two_processes_stay_in_sync(setup):
     from accelerate import debug_launcher
 
     model, data, tmp = setup
-    debug_launcher(_two_process_run, args=(str(model), str(data), str(tmp / "ddp")), num_processes=2)
+    debug_launcher(_two_process_run, args=(str(model), str(data), str(tmp)), num_processes=2)
     weights = _weights(tmp / "ddp" / "last.safetensors")
     ranks = [torch.load(tmp / "ddp" / f"rank{r}.pt", weights_only=True) for r in range(2)]
     for key, value in weights.items():
@@ -298,8 +298,8 @@ def _two_process_run(model, data, output):
     # a forked child inherits the parent's single-process accelerate state from the earlier in-process runs
     AcceleratorState._reset_state(reset_partial_state=True)
     args = resolve(build_parser().parse_args(
-        ["distill", "--model", model, "--data-dir", data, "--output", output, "--resolution", "32", "--batch-size", "1",
-         "--workers", "0", "--device", "cpu", "--max-steps", "2"]))
+        ["distill", "--model", model, "--data-dir", data, "--output", output, "--experiment", "ddp", "--resolution",
+         "32", "--batch-size", "1", "--workers", "0", "--device", "cpu", "--max-steps", "2"]))
     assert isinstance(args, argparse.Namespace)
     built = {}
     original = engine.DISTILL_METHODS["linfusion"].build
@@ -314,7 +314,7 @@ def _two_process_run(model, data, output):
     finally:
         engine.DISTILL_METHODS["linfusion"].build = original
     rank = PartialState().process_index
-    torch.save({k: v.detach().cpu() for k, v in built["trainable"].state_dict().items()}, f"{output}/rank{rank}.pt")
+    torch.save({k: v.detach().cpu() for k, v in built["trainable"].state_dict().items()}, f"{output}/ddp/rank{rank}.pt")
 
 
 def test_sdxl_pipeline_distils_with_pooled_embeddings_and_micro_conditioning(tmp_path):

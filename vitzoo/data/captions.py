@@ -63,7 +63,9 @@ class ImageCaptionFolder(Dataset):
     def caption(self, index: int) -> str:
         return self.images[index].with_suffix(".txt").read_text(encoding="utf-8").strip()
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, item) -> dict[str, Any]:
+        # an (index, sample_seed) pair from vitzoo.data.SeededSampler: the resize is deterministic, the seed unused
+        index = item[0] if isinstance(item, tuple) else item
         path = self.images[index]
         with PIL.Image.open(path) as image:
             image = image.convert("RGB")

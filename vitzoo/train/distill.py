@@ -1,27 +1,22 @@
-"""Distillation engine on accelerate: a diffusers text-to-image pipeline teaches itself a linear-attention UNet.
+"""The distillation engine: a diffusers text-to-image pipeline teaches itself a linear-attention UNet.
 
     accelerate launch tools/distill.py --method linfusion -c configs/diffusion/linfusion_sd15.yaml \\
-        --model stable-diffusion-v1-5/stable-diffusion-v1-5 --data-dir /data/laion-aesthetics --output runs/lf15
+        --model stable-diffusion-v1-5/stable-diffusion-v1-5 --data-dir /data/laion-aesthetics --experiment lf15
 
 One step (per micro-batch): encode the images with the frozen VAE and the captions with the pipeline's own
 ``encode_prompt`` (SD-1.x/2.x, and SD-XL with its pooled embeddings and micro-conditioning), draw the noise
 and t ~ U{0..T-1}, noise the latents with the training scheduler (DDPM ``add_noise``), then run the method's
 objective (for LinFusion: teacher = same UNet with its original attention, student = LinFusion, see
 :mod:`vitzoo.diffusion.distill.linfusion`). Only the method's parameters train (AdamW, no schedule, no EMA, as
-the official recipe); the rest is frozen in the weight dtype of ``--mixed-precision``.
-
-Checkpoints (``<output>/last.safetensors`` + ``last.state.pt``, atomic, :class:`vitzoo.train.Checkpointer`)
-hold the trainable weights, the optimizer, the step, the position in the epoch and every process's RNG
-state, so ``--resume`` continues the same sequence of batches, timesteps and noise. SIGINT/SIGTERM save
-a checkpoint before exiting. ``<output>/linfusion/`` receives the final weights in the official layout.
+the official recipe); the rest is frozen in the dtype of ``--amp-dtype`` when ``--amp`` is on. The flags are
+defined in :mod:`vitzoo.commands.distill`; the loop, checkpoints of the trainable weights, exact resume and
+signals are the training core's (:mod:`vitzoo.train.loop`). ``<run>/<method>/`` receives the final weights in
+the official layout.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -29,13 +24,13 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
-from .checkpoint import Checkpointer, capture_rng_state, restore_rng_state
-from .metrics import MetricsLogger
-from .signals import graceful_stop
+from .engine import Engine, StepResult
+from .loop import Trainer, TrainResult
 
-__all__ = ["DISTILL_METHODS", "DistillMethod", "diffusion_target", "distill", "load_text_to_image_pipeline"]
+__all__ = ["DISTILL_METHODS", "DistillEngine", "DistillMethod", "diffusion_target", "distill",
+           "load_text_to_image_pipeline"]
 
-_logger = logging.getLogger("vitzoo.train.distill")
+_AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 @dataclass
@@ -117,145 +112,70 @@ def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
             "crop_top_left": torch.stack([item["crop_top_left"] for item in items])}
 
 
-def _json_safe(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: v for k, v in vars(args).items()
-            if not k.startswith("_") and isinstance(v, (str, int, float, bool, list, type(None)))}
+class DistillEngine(Engine):
+    """Distillation of a method's modules (``--method``) inside a frozen Stable Diffusion pipeline."""
+
+    kind = "vitzoo-distill"
+    step_key = "step"
+
+    def default_experiment(self) -> str:
+        return f"{self.args.method}-distill"
+
+    def build(self, trainer: Trainer, state: Optional[dict[str, Any]]) -> None:
+        from diffusers import DDPMScheduler
+
+        from ..data.captions import ImageCaptionFolder
+
+        args, accelerator = self.args, trainer.accelerator
+        if args.method not in DISTILL_METHODS:
+            raise ValueError(f"unknown distillation method {args.method!r}; known: {', '.join(DISTILL_METHODS)}")
+        self.method = DISTILL_METHODS[args.method]
+        weight_dtype = _AMP_DTYPES[args.amp_dtype] if args.amp else torch.float32
+        pipe = self.pipe = load_text_to_image_pipeline(args.model, weight_dtype)
+        for component in (pipe.unet, pipe.vae, getattr(pipe, "text_encoder", None),
+                          getattr(pipe, "text_encoder_2", None)):
+            if component is not None:
+                component.requires_grad_(False).eval()
+        pipe.to(accelerator.device)
+        if args.grad_checkpointing:
+            pipe.unet.enable_gradient_checkpointing()
+        objective, trainable = self.method.build(pipe, args)
+        self.model, self.trainable = objective, trainable.to(accelerator.device)
+        self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        diffusion_target(self.noise_scheduler, *[torch.zeros(1)] * 2, torch.zeros(1, dtype=torch.long))  # fail early
+        self.train_set = ImageCaptionFolder(args.data_dir, args.resolution, resize=args.resize)
+        self.collate_fn = _collate
+        self.optimizer = torch.optim.AdamW(trainable.parameters(), lr=args.lr, weight_decay=args.weight_decay,
+                                           betas=(args.adam_beta1, args.adam_beta2))
+
+    def identity(self) -> dict[str, str]:
+        return {"method": self.args.method, **self.method.metadata(self.trainable)}
+
+    def metadata(self) -> dict[str, str]:
+        return {"model": str(self.args.model)}
+
+    def step(self, model, batch) -> StepResult:
+        pipe, device = self.pipe, self.accelerator.device
+        with torch.no_grad():
+            pixels = batch["pixel_values"].to(device=device, dtype=pipe.vae.dtype)
+            latents = pipe.vae.encode(pixels).latent_dist.sample() * pipe.vae.config.scaling_factor
+            cond, added = _conditioning(pipe, batch["caption"], batch, self.args.resolution, device)
+        noise = torch.randn_like(latents)
+        timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
+                                  device=latents.device)
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        target = diffusion_target(self.noise_scheduler, latents, noise, timesteps)
+        with self.accelerator.autocast():
+            losses = model(noisy, timesteps, target, cond, added)
+        terms = {k: v for k, v in losses.items() if k != "loss"}
+        return StepResult(loss=losses["loss"], samples=latents.shape[0], terms=terms)
+
+    def finish(self, trainer: Trainer) -> Optional[Path]:
+        path = trainer.run_dir / self.args.method
+        self.method.export(self.trainable, path)
+        return path
 
 
-def distill(args: argparse.Namespace) -> dict[str, Any]:
-    """Run a distillation as the ``vitzoo distill`` flags describe; returns a summary (final step, losses)."""
-    from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration, gather_object, set_seed
-    from diffusers import DDPMScheduler
-
-    from ..data.captions import ImageCaptionFolder
-
-    if args.method not in DISTILL_METHODS:
-        raise ValueError(f"unknown distillation method {args.method!r}; known: {', '.join(DISTILL_METHODS)}")
-    method = DISTILL_METHODS[args.method]
-    accelerator = Accelerator(mixed_precision=args.mixed_precision, gradient_accumulation_steps=args.grad_accum_steps,
-                              cpu=args.device == "cpu",
-                              # one data order for every process and every resume: seed + epoch
-                              dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed))
-    set_seed(args.seed + accelerator.process_index)
-    output = Path(args.output)
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
-
-    pipe = load_text_to_image_pipeline(args.model, weight_dtype)
-    for component in (pipe.unet, pipe.vae, getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None)):
-        if component is not None:
-            component.requires_grad_(False).eval()
-    pipe.to(accelerator.device)
-    if args.grad_checkpointing:
-        pipe.unet.enable_gradient_checkpointing()
-    objective, trainable = method.build(pipe, args)
-    trainable.to(accelerator.device)
-    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    diffusion_target(noise_scheduler, *[torch.zeros(1)] * 2, torch.zeros(1, dtype=torch.long))  # fail early
-
-    dataset = ImageCaptionFolder(args.data_dir, args.resolution, resize=args.resize)
-    # a generator of its own: creating an iterator must not draw from the global stream the noise comes from,
-    # or a resumed run (which creates one more iterator) would draw different noise
-    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True,
-                                         num_workers=args.workers, collate_fn=_collate,
-                                         generator=torch.Generator().manual_seed(args.seed))
-    if len(loader) == 0:
-        raise ValueError(f"{len(dataset)} images make no full batch of {args.batch_size}")
-    optimizer = torch.optim.AdamW(trainable.parameters(), lr=args.lr, weight_decay=args.weight_decay,
-                                  betas=(args.adam_beta1, args.adam_beta2))
-    objective, optimizer, loader = accelerator.prepare(objective, optimizer, loader)
-    steps_per_epoch = len(loader) // args.grad_accum_steps
-    if steps_per_epoch == 0:
-        raise ValueError(f"{len(loader)} batches per epoch are fewer than --grad-accum-steps {args.grad_accum_steps}")
-    max_steps = args.max_steps or args.epochs * steps_per_epoch
-
-    checkpointer = Checkpointer(output)
-    metadata = {**method.metadata(trainable), "method": args.method, "model": args.model}
-    step, epoch, batches_done = 0, 0, 0
-    resume = output / "last.state.pt" if args.resume == "auto" else (Path(args.resume) if args.resume else None)
-    if resume is not None and (args.resume != "auto" or resume.is_file()):
-        state = Checkpointer.load(resume)
-        if state["metadata"].get("linfusion_modules_list", "") != metadata.get("linfusion_modules_list", ""):
-            raise ValueError(f"{resume} was written for other modules than this run builds (--model / --mid-dim-scale)")
-        trainable.load_state_dict({k: v.to(accelerator.device) for k, v in state["model"].items()})
-        optimizer.load_state_dict(state["optimizer"])
-        if accelerator.scaler is not None and "scaler" in state:
-            accelerator.scaler.load_state_dict(state["scaler"])
-        step, epoch, batches_done = state["step"], state["epoch"], state["batches_done"]
-        rng = state["rng"]
-        if len(rng) == accelerator.num_processes:
-            restore_rng_state(rng[accelerator.process_index])
-        else:
-            _logger.warning("resuming %d processes from a run of %d: fresh random streams",
-                            accelerator.num_processes, len(rng))
-        _logger.info("resumed %s at step %d (epoch %d, batch %d)", resume, step, epoch, batches_done)
-
-    def save() -> None:
-        rng = gather_object([capture_rng_state()])
-        if accelerator.is_main_process:
-            state = {"step": step, "epoch": epoch, "batches_done": batches_done, "rng": rng,
-                     "optimizer": optimizer.state_dict(), "args": _json_safe(args)}
-            if accelerator.scaler is not None:
-                state["scaler"] = accelerator.scaler.state_dict()
-            checkpointer.save("last", state, trainable.state_dict(), {**metadata, "step": str(step)})
-        accelerator.wait_for_everyone()
-
-    logger = MetricsLogger(output, step_key="step", tensorboard=False) if accelerator.is_main_process else None
-    totals: dict[str, float] = {}
-    micro = 0
-    last_log = time.perf_counter()
-    stopped = False
-    with graceful_stop() as stop:
-        while step < max_steps and not stopped:
-            loader.set_epoch(epoch)
-            batches = accelerator.skip_first_batches(loader, batches_done) if batches_done else loader
-            for batch in batches:
-                with accelerator.accumulate(objective):
-                    with torch.no_grad():
-                        pixels = batch["pixel_values"].to(dtype=pipe.vae.dtype)
-                        latents = pipe.vae.encode(pixels).latent_dist.sample() * pipe.vae.config.scaling_factor
-                        cond, added = _conditioning(pipe, batch["caption"], batch, args.resolution, accelerator.device)
-                    noise = torch.randn_like(latents)
-                    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
-                                              device=latents.device)
-                    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-                    target = diffusion_target(noise_scheduler, latents, noise, timesteps)
-                    with accelerator.autocast():
-                        losses = objective(noisy, timesteps, target, cond, added)
-                    accelerator.backward(losses["loss"])
-                    if accelerator.sync_gradients and args.max_grad_norm:
-                        accelerator.clip_grad_norm_(trainable.parameters(), args.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                batches_done += 1
-                micro += 1
-                for key, value in losses.items():
-                    totals[key] = totals.get(key, 0.0) + accelerator.reduce(value.detach().float(), "mean").item()
-                if not accelerator.sync_gradients:
-                    continue
-                step += 1
-                if step % args.log_every == 0 or step == max_steps:
-                    row = {"step": step, "epoch": epoch, **{k: v / micro for k, v in totals.items()},
-                           "lr": optimizer.param_groups[0]["lr"],
-                           "seconds_per_step": (time.perf_counter() - last_log) * args.grad_accum_steps / micro}
-                    if logger is not None:
-                        logger.log(row)
-                        _logger.info("step %d/%d loss %.4f", step, max_steps, row["loss"])
-                    totals, micro, last_log = {}, 0, time.perf_counter()
-                stop_now = bool(accelerator.reduce(torch.tensor(float(bool(stop)), device=accelerator.device), "max"))
-                if step % args.checkpoint_every == 0 or step == max_steps or stop_now:
-                    save()
-                if stop_now:
-                    stopped = True
-                    _logger.warning("stopped at step %d; continue with --resume %s", step, output / "last.state.pt")
-                if step >= max_steps or stopped:
-                    break
-            else:
-                epoch, batches_done = epoch + 1, 0
-    if accelerator.is_main_process and not stopped:
-        method.export(accelerator.unwrap_model(trainable), output / args.method)
-        if logger is not None and logger.rows:
-            logger.plot(title=f"{args.method} distillation of {args.model}")
-    accelerator.wait_for_everyone()
-    return {"step": step, "stopped": stopped, "output": str(output),
-            "last_loss": logger.rows[-1].get("loss") if logger is not None and logger.rows else math.nan}
+def distill(args: argparse.Namespace, *, on_update=None) -> TrainResult:
+    """Run a distillation with resolved ``vitzoo distill`` flags (:func:`vitzoo.commands.distill.parse_args`)."""
+    return Trainer(DistillEngine(args), on_update=on_update).fit()
