@@ -4,15 +4,16 @@ Memory is measured where it is allocated: on CUDA with the caching allocator's p
 CPU as the growth of the process's resident-set high-water mark (``VmHWM``, reset through
 ``/proc/self/clear_refs``) with glibc told to serve large blocks by ``mmap`` so freed memory is
 returned and the next allocation shows up again. CPU figures therefore include allocator overhead.
+Time is the median per call from :class:`torch.utils.benchmark.Timer` (``blocked_autorange``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import ctypes
 import gc
 import math
-import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
@@ -104,28 +105,25 @@ def grid_for_tokens(tokens: int) -> tuple[int, int]:
     return height, tokens // height
 
 
-def _time_call(fn: Callable[[], Any], device: torch.device, *, min_iters: int, max_seconds: float) -> float:
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    times: list[float] = []
-    start = time.perf_counter()
-    # at least one timed call; stop after min_iters calls or once the time budget is spent
-    while not times or (len(times) < min_iters and time.perf_counter() - start < max_seconds):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return times[len(times) // 2] * 1000
-
-
 def _measure(fn: Callable[[], Any], device: torch.device, min_iters: int, max_seconds: float) -> tuple[float, float]:
-    fn()  # warm-up: lazy initialisation and kernel selection are not part of the measurement
-    with PeakMemory(device) as mem:
+    """Median ms per call and peak MB of one call of ``fn``.
+
+    After one warm-up call (lazy initialisation and kernel selection are not part of the measurement),
+    a call measures the peak memory and the scale of one call; then
+    :meth:`torch.utils.benchmark.Timer.blocked_autorange` runs blocks of calls (it synchronises the
+    accelerator around each block) for about ``min_iters`` calls, at most ``max_seconds`` (the last
+    block may run over), and the time is the median over blocks. The Timer runs at the threads torch
+    uses now.
+    """
+    from torch.utils.benchmark import Timer
+
+    timer = Timer("fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    # the Timer synchronises the current accelerator device: make it the measured one
+    with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
         fn()
-    ms = _time_call(fn, device, min_iters=min_iters, max_seconds=max_seconds)
+        with PeakMemory(device) as mem:
+            one_call = timer.timeit(1).median
+        ms = timer.blocked_autorange(min_run_time=min(min_iters * one_call, max_seconds)).median * 1000
     return ms, mem.peak_mb
 
 

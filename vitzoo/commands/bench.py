@@ -28,8 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--backward", action="store_true", help="time forward+backward (mixers)")
-    parser.add_argument("--iters", type=int, default=3, help="timed calls per point (fewer when slow)")
-    parser.add_argument("--max-seconds", type=float, default=10.0, help="time budget per point")
+    parser.add_argument("--iters", type=int, default=3,
+                        help="about this many timed calls per point, in torch.utils.benchmark.Timer blocks "
+                             "(fewer when slow)")
+    parser.add_argument("--max-seconds", type=float, default=10.0, help="time budget per point; ms is the median")
     parser.add_argument("--out", default="bench", help="output folder")
     parser.add_argument("--name", default=None, help="file stem (default: from the targets)")
 

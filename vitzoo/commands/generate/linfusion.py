@@ -12,6 +12,10 @@ The image is written to PNG band by band. ``--model tiny-random`` builds the off
 process per resolution and attention (so each peak RSS is its own) and writes CSV, PNG and a table;
 each point's record is kept as ``<sweep-out>_<attention>_<size>.json`` and reused by a later sweep
 (delete it to measure again), so an interrupted sweep resumes.
+
+Timing here is the wall clock of one whole generation (``time.perf_counter``, seconds), not
+:class:`torch.utils.benchmark.Timer`: a run of minutes to hours is measured once, not repeated to a
+median; per-call medians of a denoiser are what ``vitzoo bench --denoiser`` measures.
 """
 
 from __future__ import annotations
