@@ -172,6 +172,12 @@ class Trainer:
 
     def _run_dir(self, resuming: bool) -> Path:
         args = self.args
+        if resuming:
+            # a resumed run continues in the folder of its checkpoint, wherever that folder is now
+            path = Path(args.resume)
+            run_dir = path if path.is_dir() else path.parent
+            args.output, args.experiment = str(run_dir.parent), run_dir.name
+            return run_dir
         name = _arg(args, "experiment") or "-".join([datetime.now().strftime("%Y%m%d-%H%M%S"),
                                                       self.engine.default_experiment().replace("/", "_")])
         run_dir = Path(args.output) / name

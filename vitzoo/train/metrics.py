@@ -4,10 +4,13 @@ scalars when tensorboard is installed, and a PNG of the curves for people."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
 from typing import Any, Optional
+
+from .checkpoint import atomic_write
 
 __all__ = ["MetricsLogger"]
 
@@ -16,7 +19,8 @@ class MetricsLogger:
     """Append-only metrics for one run directory (``metrics.jsonl``, ``metrics.csv``, ``curves.png``).
 
     Resuming appends to the existing files; rows with a ``step`` already logged are replaced, so a
-    resumed run does not duplicate the epochs it repeats.
+    resumed run does not duplicate the epochs it repeats. Each file is rewritten atomically
+    (:func:`~vitzoo.train.checkpoint.atomic_write`): a kill mid-write leaves the previous rows intact.
     """
 
     def __init__(self, directory: str | Path, *, tensorboard: bool = True, step_key: str = "epoch"):
@@ -40,12 +44,14 @@ class MetricsLogger:
         """Record one row (typically one epoch) and rewrite the JSONL and CSV files."""
         step = row.get(self.step_key)
         self.rows = [r for r in self.rows if r.get(self.step_key) != step or step is None] + [dict(row)]
-        self.jsonl.write_text("".join(json.dumps(r, default=float) + "\n" for r in self.rows))
+        text = "".join(json.dumps(r, default=float) + "\n" for r in self.rows)
+        atomic_write(self.jsonl, lambda tmp: Path(tmp).write_text(text))
         columns = list(dict.fromkeys(k for r in self.rows for k in r))
-        with open(self.directory / "metrics.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(self.rows)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write(self.directory / "metrics.csv", lambda tmp: Path(tmp).write_text(buffer.getvalue()))
         if self._writer is not None and step is not None:
             for key, value in row.items():
                 if key != self.step_key and isinstance(value, (int, float)):
@@ -79,7 +85,7 @@ class MetricsLogger:
             ax.legend(fontsize=8)
         fig.suptitle(title)
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
         plt.close(fig)
         return path
 
