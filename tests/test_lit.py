@@ -21,6 +21,7 @@ from vitzoo.diffusion.inherit import (
     plan_inheritance,
 )
 from vitzoo.diffusion.lit import LiTTransformer2DModel
+from vitzoo.diffusion.pipelines import classifier_free_guidance
 from vitzoo.models._checkpoint import CheckpointError
 
 TOL = dict(atol=1e-4, rtol=1e-4)
@@ -116,16 +117,26 @@ def test_model_matches_golden_with_intermediates(name, cls):
         hook.remove()
 
 
+def _guided(model, x, t, y, scale, guidance_channels="config"):
+    """The official ``forward_with_cfg`` call as the pipeline makes it: the conditional half for both halves,
+    one forward, then guidance; returns the conditional half."""
+    half = x[: x.shape[0] // 2]
+    raw = model(torch.cat([half, half]), t, y).sample
+    channels = model.config.guidance_channels if guidance_channels == "config" else guidance_channels
+    return classifier_free_guidance(raw, scale, eps_channels=model.config.in_channels, guidance_channels=channels)
+
+
 @pytest.mark.parametrize("name,cls", [
     pytest.param("lit_tiny", LiTTransformer2DModel, id="lit"),
     pytest.param("dit_tiny_teacher", VzDiTTransformer2DModel, id="dit"),
 ])
 def test_guidance_matches_official_three_channel_cfg(name, cls):
+    """The official method writes the guided ε into both halves; the sampler keeps the conditional one."""
     case, model = _golden_model(name, cls)
     io = case.io
     with torch.no_grad():
-        guided = model.forward_with_cfg(io["in.cfg_x"], io["in.cfg_t"], io["in.cfg_y"], 1.5)
-    torch.testing.assert_close(guided, io["out.cfg1p5_out"], **TOL)
+        guided = _guided(model, io["in.cfg_x"], io["in.cfg_t"], io["in.cfg_y"], 1.5)
+    torch.testing.assert_close(guided, io["out.cfg1p5_out"][: guided.shape[0]], **TOL)
 
 
 def test_guidance_on_all_channels_is_offered():
@@ -133,24 +144,28 @@ def test_guidance_on_all_channels_is_offered():
     io = case.io
     with torch.no_grad():
         raw = model(torch.cat([io["in.cfg_x"][:2]] * 2), io["in.cfg_t"], io["in.cfg_y"]).sample
-        full = model.forward_with_cfg(io["in.cfg_x"], io["in.cfg_t"], io["in.cfg_y"], 1.5, guidance_channels=None)
+        full = _guided(model, io["in.cfg_x"], io["in.cfg_t"], io["in.cfg_y"], 1.5, guidance_channels=None)
     cond, uncond = raw[:2, :4], raw[2:, :4]
-    torch.testing.assert_close(full[:2, :4], uncond + 1.5 * (cond - uncond), **TOL)
-    torch.testing.assert_close(full[:, 4:], raw[:, 4:])
+    torch.testing.assert_close(full[:, :4], uncond + 1.5 * (cond - uncond), **TOL)
+    torch.testing.assert_close(full[:, 4:], raw[:2, 4:])
     # the official variant leaves the fourth ε channel unguided
-    official = model.forward_with_cfg(io["in.cfg_x"], io["in.cfg_t"], io["in.cfg_y"], 1.5)
-    torch.testing.assert_close(official[:, 3], raw[:, 3])
+    official = _guided(model, io["in.cfg_x"], io["in.cfg_t"], io["in.cfg_y"], 1.5)
+    torch.testing.assert_close(official[:, 3], raw[:2, 3])
     # a one-channel model guides its one ε channel and never the variance channel
     gray = LiTTransformer2DModel(in_channels=1, hidden_size=32, depth=1, num_heads=2, sample_size=4, num_classes=3)
     torch.nn.init.normal_(gray.final_layer.linear.weight)
     torch.nn.init.normal_(gray.final_layer.adaLN_modulation[1].weight)
     x, t, y = torch.randn(4, 1, 4, 4), torch.tensor([5] * 4), torch.tensor([0, 1, 3, 3])
     raw = gray(torch.cat([x[:2]] * 2), t, y).sample
-    guided = gray.forward_with_cfg(x, t, y, 2.0)
-    torch.testing.assert_close(guided[:2, :1], raw[2:, :1] + 2.0 * (raw[:2, :1] - raw[2:, :1]))
-    torch.testing.assert_close(guided[:, 1:], raw[:, 1:])
+    guided = _guided(gray, x, t, y, 2.0)
+    torch.testing.assert_close(guided[:, :1], raw[2:, :1] + 2.0 * (raw[:2, :1] - raw[2:, :1]))
+    torch.testing.assert_close(guided[:, 1:], raw[:2, 1:])
     with pytest.raises(ValueError, match="positive count"):
         LiTTransformer2DModel(guidance_channels=0, hidden_size=32, depth=1, num_heads=2, sample_size=4)
+    with pytest.raises(ValueError, match="positive count"):
+        classifier_free_guidance(raw, 2.0, eps_channels=1, guidance_channels=0)
+    with pytest.raises(ValueError, match="even batch"):
+        classifier_free_guidance(raw[:3], 2.0, eps_channels=1, guidance_channels=None)
 
 
 def test_embeddings_follow_the_official_formulas():
@@ -184,8 +199,6 @@ def test_model_rejects_bad_inputs():
         model(torch.randn(1, 4, 7, 8), 1, torch.tensor([0]))
     with pytest.raises(ValueError, match=r"class labels must lie in \[0, 3\]"):
         model(torch.randn(1, 4, 8, 8), 1, torch.tensor([4]))
-    with pytest.raises(ValueError, match="even batch"):
-        model.forward_with_cfg(torch.randn(3, 4, 8, 8), 1, torch.tensor([0, 3, 3]), 2.0)
 
 
 def test_null_labels_when_class_labels_are_omitted():

@@ -204,10 +204,11 @@ class VzDiTTransformer2DModel(ModelMixin, ConfigMixin):
         learn_sigma: predict the variance interpolation v as well (output has 2C channels).
         mixer: a mixer name from ``vitzoo.list_mixers()`` (``"softmax"``: DiT, ``"lit"``: LiT).
         mixer_kwargs: extra keyword arguments for every block's mixer.
-        guidance_channels: how many leading latent channels :meth:`forward_with_cfg` guides. The
-            official DiT guides 3 of the 4 SD-VAE channels (its "exact reproducibility" choice) and that
-            is the default; None guides all ``in_channels``, the textbook form. A model with fewer
-            channels than this count guides all of them (the official slice would reach into v).
+        guidance_channels: how many leading latent channels classifier-free guidance acts on; the model does
+            not use it, :class:`~vitzoo.diffusion.pipelines.LiTPipeline` reads it. The official DiT guides 3 of
+            the 4 SD-VAE channels (its "exact reproducibility" choice) and that is the default; None guides
+            all ``in_channels``, the textbook form. A model with fewer channels than this count guides all of
+            them (the official slice would reach into v).
     """
 
     #: published sizes for :meth:`from_variant`
@@ -359,40 +360,3 @@ class VzDiTTransformer2DModel(ModelMixin, ConfigMixin):
         if not return_dict:
             return (out,)
         return Transformer2DModelOutput(sample=out)
-
-    def forward_with_cfg(
-            self,
-            hidden_states: torch.Tensor,
-            timestep: Union[torch.Tensor, float, int],
-            class_labels: torch.Tensor,
-            guidance_scale: float,
-            *,
-            guidance_channels: Union[int, None, str] = "config",
-    ) -> torch.Tensor:
-        """Classifier-free guidance over a batch [conditional half; unconditional half], as the official DiT.
-
-        The first half of ``hidden_states`` is used for both halves; ``class_labels`` holds the
-        classes then the null ids. ``ε = ε_u + s·(ε_c − ε_u)`` is written into both halves for the
-        first ``guidance_channels`` channels; the other channels (the rest of ε and all of v) pass
-        through unguided.
-
-        Args:
-            guidance_channels: ``"config"`` (default) uses ``self.config.guidance_channels``
-                (3, the official behaviour, unless configured otherwise); an int or None (all channels) overrides it.
-
-        Returns:
-            the raw model output [B, out_channels, H, W] with guided ε (a tensor, like the official method).
-        """
-        if hidden_states.shape[0] % 2:
-            raise ValueError(f"forward_with_cfg needs an even batch [cond; uncond], got {hidden_states.shape[0]}")
-        channels = self.config.guidance_channels if guidance_channels == "config" else guidance_channels
-        if channels is not None and channels < 1:
-            raise ValueError(f"guidance_channels must be a positive count or None (all channels), got {channels}")
-        # deliberately differs from the official slice for models with fewer than 3 channels: ε only, never v
-        channels = self.config.in_channels if channels is None else min(channels, self.config.in_channels)
-        half = hidden_states[: hidden_states.shape[0] // 2]
-        out = self(torch.cat([half, half]), timestep, class_labels).sample
-        eps, rest = out[:, :channels], out[:, channels:]
-        cond, uncond = eps.chunk(2)
-        guided = uncond + guidance_scale * (cond - uncond)
-        return torch.cat([torch.cat([guided, guided]), rest], dim=1)

@@ -2,10 +2,10 @@
 
 Paper: Wang et al., "LiT: Delving into a Simple Linear Diffusion Transformer for Image Generation",
 arXiv:2501.12976; sampling follows DiT (Peebles and Xie, arXiv:2212.09748, https://github.com/facebookresearch/DiT,
-CC BY-NC 4.0): 250-step DDPM with the learned variance, classifier-free guidance through the model's
-``forward_with_cfg`` (the official 3-channel form unless the model is configured otherwise), latents
-divided by the VAE's scaling factor (0.18215 for SD's VAE) before decoding. Re-implemented on the skeleton
-of diffusers' ``DiTPipeline``.
+CC BY-NC 4.0): 250-step DDPM with the learned variance, classifier-free guidance as the official
+``forward_with_cfg`` does it (:func:`classifier_free_guidance`: the first 3 latent channels unless the model's
+``guidance_channels`` says otherwise), latents divided by the VAE's scaling factor (0.18215 for SD's VAE)
+before decoding. Re-implemented on the skeleton of diffusers' ``DiTPipeline``.
 
     from vitzoo.diffusion.pipelines import LiTPipeline, ddpm_scheduler
     pipe = LiTPipeline(transformer=lit, vae=vae, scheduler=ddpm_scheduler())
@@ -33,7 +33,7 @@ from ..dit import VzDiTTransformer2DModel
 # from_pretrained resolves a saved component by its module, which must be imported: load the LiT module too
 from ..lit import LiTTransformer2DModel
 
-__all__ = ["LiTPipeline", "LiTPipelineOutput", "ddpm_scheduler"]
+__all__ = ["LiTPipeline", "LiTPipelineOutput", "classifier_free_guidance", "ddpm_scheduler"]
 
 # schedulers whose ``step`` reads the variance channels of a learned-sigma output
 _LEARNED_VARIANCE_SCHEDULERS = (DDPMScheduler, DDPMParallelScheduler)
@@ -45,6 +45,33 @@ def ddpm_scheduler(**overrides: Any) -> DDPMScheduler:
     config = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
                   variance_type="learned_range", clip_sample=False, timestep_spacing="linspace")
     return DDPMScheduler(**dict(config, **overrides))
+
+
+def classifier_free_guidance(model_output: torch.Tensor, guidance_scale: float, *, eps_channels: int,
+                             guidance_channels: Optional[int]) -> torch.Tensor:
+    """DiT's guidance rule on a model output over the batch [conditional half; unconditional half].
+
+    ``ε = ε_u + s·(ε_c − ε_u)`` on the first ``guidance_channels`` channels; the other channels (the rest of
+    ε and all of v) are the conditional half's. The official DiT guides 3 channels.
+
+    Args:
+        model_output: [2B, C_out, H, W], conditional rows first.
+        guidance_scale: s.
+        eps_channels: the leading channels that hold ε (the latent channels); guidance never reaches past them.
+        guidance_channels: leading channels to guide, capped at ``eps_channels``; None guides all of ε.
+
+    Returns:
+        the guided output of the conditional half [B, C_out, H, W].
+    """
+    if model_output.shape[0] % 2:
+        raise ValueError(f"guidance needs an even batch [cond; uncond], got {model_output.shape[0]}")
+    if guidance_channels is not None and guidance_channels < 1:
+        raise ValueError(f"guidance_channels must be a positive count or None (all channels), got {guidance_channels}")
+    # deliberately differs from the official slice for models with fewer than 3 channels: ε only, never v
+    channels = eps_channels if guidance_channels is None else min(guidance_channels, eps_channels)
+    cond, uncond = model_output.chunk(2)
+    guided = uncond[:, :channels] + guidance_scale * (cond[:, :channels] - uncond[:, :channels])
+    return torch.cat([guided, cond[:, channels:]], dim=1)
 
 
 @dataclass
@@ -226,11 +253,10 @@ class LiTPipeline(DiffusionPipeline):
                 model_input = torch.cat([latents, latents]) if do_guidance else latents
                 model_input = self.scheduler.scale_model_input(model_input, t)
                 t_batch = torch.as_tensor(t, device=device).reshape(-1).expand(model_input.shape[0])
+                output = self.transformer(model_input, t_batch, labels).sample
                 if do_guidance:
-                    # both halves carry the guided ε; the conditional half is the sample
-                    output = self.transformer.forward_with_cfg(model_input, t_batch, labels, guidance_scale)[:batch]
-                else:
-                    output = self.transformer(model_input, t_batch, labels).sample
+                    output = classifier_free_guidance(output, guidance_scale, eps_channels=config.in_channels,
+                                                      guidance_channels=config.guidance_channels)
                 latents = self.scheduler.step(self._scheduler_input(output), t, latents, **step_kwargs).prev_sample
                 if callback_on_step_end is not None:
                     tensors = {name: {"latents": latents}[name] for name in callback_on_step_end_tensor_inputs}
