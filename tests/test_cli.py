@@ -97,35 +97,3 @@ def test_bench_denoiser_registry(tmp_path, capsys):
     assert [int(r["tokens"]) for r in rows] == [64, 256] and rows[0]["target"] == "test_conv:width=2"
     assert main(["bench", "--denoiser", "nope", "--out", str(tmp_path)]) == 2
     assert "unknown denoiser" in capsys.readouterr().err
-
-
-def _vitzoo_imports(path: Path) -> set[str]:
-    """The ``vitzoo.*`` modules a file imports (relative imports resolved), wherever the import stands."""
-    import ast
-
-    package = ".".join(path.relative_to(ROOT).with_suffix("").parts)
-    if path.name != "__init__.py":
-        package = package.rpartition(".")[0]
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]) if node.level else ""
-            module = ".".join(filter(None, [base, node.module]))
-            found.update([module, *(f"{module}.{alias.name}" for alias in node.names)])
-    return {name for name in found if name.startswith("vitzoo")}
-
-
-@pytest.mark.parametrize("top, allowed", [
-    (("vitzoo.commands", "vitzoo.cli"), ("vitzoo/commands/", "vitzoo/cli.py")),
-    (("vitzoo.cards",), ("vitzoo/commands/", "vitzoo/cli.py", "vitzoo/cards.py")),
-    (("vitzoo.benchmark",), ("vitzoo/commands/", "vitzoo/cli.py", "vitzoo/cards.py", "vitzoo/benchmark/")),
-])
-def test_nothing_below_imports_upward(top, allowed):
-    """benchmark <- cards <- commands <- cli: a module below one of them never imports it."""
-    upward = {f"{path.relative_to(ROOT)}: {name}"
-              for path in sorted((ROOT / "vitzoo").rglob("*.py"))
-              if not str(path.relative_to(ROOT)).startswith(allowed)
-              for name in _vitzoo_imports(path) if any(name == t or name.startswith(t + ".") for t in top)}
-    assert not upward, sorted(upward)
