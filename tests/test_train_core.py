@@ -156,18 +156,12 @@ def test_classification_resumes_exactly_after_sigkill(tmp_path):
 
 
 @pytest.mark.slow
-def test_lit_training_resumes_exactly_after_sigkill(tmp_path):
-    from test_lit_train import _image_folder
-
-    from vitzoo.data.latents import cache_latents
-
-    cache = cache_latents(_image_folder(tmp_path / "images", per_class=6), tmp_path / "cache", image_size=8,
-                          grayscale=True, flip=False, batch_size=5, shard_size=7, dtype=torch.float32)
+def test_the_lit_digits_recipe_resumes_exactly_after_sigkill(tmp_path):
+    """configs/diffusion/lit_digits.yaml (the embedded digits generator), cut to 40 of its 4,000 updates."""
+    recipe = Path(__file__).resolve().parents[1] / "configs" / "diffusion" / "lit_digits.yaml"
     _sigkill_then_resume(tmp_path, "train_lit", [
-        "--data-dir", str(cache), "--device", "cpu", "--workers", "0", "--batch-size", "4", "--lr", "1e-3",
-        "--max-steps", "150", "--checkpoint-steps", "5", "--log-interval", "10", "--seed", "3",
-        "--model-kwargs", "hidden_size=32", "depth=2", "num_heads=2", "--model-ema-decay", "0.9", "--no-pipeline",
-        "--output", "runs"])
+        "-c", str(recipe), "--data-dir", str(tmp_path / "digits"), "--max-steps", "40", "--checkpoint-steps", "5",
+        "--no-pipeline", "--output", "runs"])
 
 
 @pytest.mark.slow
