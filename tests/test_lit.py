@@ -3,6 +3,7 @@ against the golden data of ``../shared/golden/lit/`` (official DiT + the reconst
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 
@@ -244,6 +245,18 @@ def test_save_pretrained_round_trip(tmp_path):
     torch.testing.assert_close(loaded(io["in.x"], io["in.t"], io["in.y"]).sample, io["out.out"], **TOL)
     overridden = LiTTransformer2DModel.from_pretrained(tmp_path, guidance_channels=None)
     assert overridden.config.guidance_channels is None
+
+
+def test_lit_is_dit_with_its_own_defaults_recorded(tmp_path):
+    lit = inspect.signature(LiTTransformer2DModel.__init__).parameters
+    dit = inspect.signature(VzDiTTransformer2DModel.__init__).parameters
+    assert list(lit) == list(dit)
+    assert {name for name in lit if lit[name].default != dit[name].default} == {"num_heads", "mixer"}
+    model = LiTTransformer2DModel(sample_size=4, hidden_size=32, depth=1, num_classes=3)
+    assert type(model.blocks[0].attn).__name__ == "LiTMixer" and model.blocks[0].attn.num_heads == 4
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert set(lit) - {"self"} <= set(saved) and (saved["num_heads"], saved["mixer"]) == (4, "lit")
 
 
 MANIFESTS = [("lit", v) for v in ("s_2", "b_2", "l_2", "xl_2", "xl_2_512")] + [("dit", v) for v in VARIANTS]

@@ -17,6 +17,7 @@ affine and eps 1e-6, the MLP uses tanh-GELU, adaLN chunks are (shift, scale, gat
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, ClassVar, Optional, Union
 
@@ -182,6 +183,26 @@ class FinalLayer(nn.Module):
         return self.linear(_modulate(self.norm_final(x), shift, scale))
 
 
+def _init_with_defaults(init: Any, defaults: dict[str, Any]) -> Any:
+    """A ``register_to_config`` ``__init__`` with ``init``'s arguments and body, and ``defaults`` for some arguments."""
+    signature = inspect.signature(init)
+    unknown = set(defaults) - set(signature.parameters)
+    if unknown:
+        raise TypeError(f"{init.__qualname__} has no arguments {sorted(unknown)}")
+    signature = signature.replace(parameters=[
+        param.replace(default=defaults[name]) if name in defaults else param
+        for name, param in signature.parameters.items()])
+    body = inspect.unwrap(init)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        body(*bound.args, **bound.kwargs)
+
+    __init__.__signature__ = signature
+    return register_to_config(__init__)
+
+
 class VzDiTTransformer2DModel(ModelMixin, ConfigMixin):
     """DiT over latents with a pluggable token mixer; ``mixer="softmax"`` is the official DiT.
 
@@ -217,6 +238,14 @@ class VzDiTTransformer2DModel(ModelMixin, ConfigMixin):
     _no_split_modules = ["DiTBlock"]
     # tiny, precision-sensitive embeddings stay in the storage dtype under layerwise casting
     _skip_layerwise_casting_patterns = ["x_embedder", "t_embedder", "y_embedder"]
+
+    def __init_subclass__(cls, defaults: Optional[dict[str, Any]] = None, **kwargs: Any):
+        """``class LiT(VzDiTTransformer2DModel, defaults=dict(num_heads=4))``: a configuration of this class whose
+        constructor has other defaults. They are the new ``__init__``'s signature defaults, so ``register_to_config``
+        writes them into ``config.json`` like any argument."""
+        super().__init_subclass__(**kwargs)
+        if defaults:
+            cls.__init__ = _init_with_defaults(cls.__init__, defaults)
 
     @register_to_config
     def __init__(

@@ -16,9 +16,6 @@ Weights of a pretrained DiT initialise a LiT through :func:`vitzoo.diffusion.inh
 
 from __future__ import annotations
 
-from typing import Any, Optional
-
-from diffusers.configuration_utils import register_to_config
 # DiffusionPipeline.from_pretrained finds a custom component's loader by looking its base class up in the
 # component's module, so ModelMixin must be a name here
 from diffusers.models.modeling_utils import ModelMixin  # noqa: F401
@@ -35,7 +32,7 @@ LIT_VARIANTS: dict[str, dict[str, int]] = {
 }
 
 
-class LiTTransformer2DModel(VzDiTTransformer2DModel):
+class LiTTransformer2DModel(VzDiTTransformer2DModel, defaults=dict(num_heads=4, mixer="lit")):
     """LiT: DiT whose self-attention is LiT's linear attention (``mixer="lit"``).
 
     Same arguments and outputs as :class:`vitzoo.diffusion.dit.VzDiTTransformer2DModel`; the defaults are
@@ -44,26 +41,3 @@ class LiTTransformer2DModel(VzDiTTransformer2DModel):
     """
 
     VARIANTS = LIT_VARIANTS
-
-    @register_to_config
-    def __init__(
-            self,
-            sample_size: int = 32,
-            patch_size: int = 2,
-            in_channels: int = 4,
-            hidden_size: int = 1152,
-            depth: int = 28,
-            num_heads: int = 4,
-            mlp_ratio: float = 4.0,
-            class_dropout_prob: float = 0.1,
-            num_classes: int = 1000,
-            learn_sigma: bool = True,
-            mixer: str = "lit",
-            mixer_kwargs: Optional[dict[str, Any]] = None,
-            guidance_channels: Optional[int] = 3,
-    ):
-        super().__init__(
-            sample_size=sample_size, patch_size=patch_size, in_channels=in_channels, hidden_size=hidden_size,
-            depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, class_dropout_prob=class_dropout_prob,
-            num_classes=num_classes, learn_sigma=learn_sigma, mixer=mixer, mixer_kwargs=mixer_kwargs,
-            guidance_channels=guidance_channels)
