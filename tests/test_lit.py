@@ -22,7 +22,7 @@ from vitzoo.diffusion.inherit import (
     plan_inheritance,
 )
 from vitzoo.diffusion.lit import LiTTransformer2DModel
-from vitzoo.diffusion.pipelines import classifier_free_guidance
+from vitzoo.diffusion.pipelines import classifier_free_guidance, ddpm_scheduler
 from vitzoo.models._checkpoint import CheckpointError
 
 TOL = dict(atol=1e-4, rtol=1e-4)
@@ -434,6 +434,8 @@ def test_decoder_likelihood_at_t0_and_tables():
     betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
     torch.testing.assert_close(diffusion.tables["sqrt_alphas_cumprod"][999],
                                torch.cumprod(1 - betas, 0)[999].sqrt().float())
+    # the sampler's schedule is the training one (diffusers computes it in float32)
+    torch.testing.assert_close(ddpm_scheduler().betas, diffusion.tables["betas"])
     # the bins of the discretised likelihood: exact normal CDF differences within the tanh approximation's error
     x = torch.tensor([-1.0, -0.3, 0.5, 1.0])
     means, log_scales = torch.tensor([-0.9, -0.31, 0.45, 0.9]), torch.full((4,), -3.0)

@@ -14,10 +14,22 @@ schedulers (``DDPMScheduler(variance_type="learned_range")`` is the same reverse
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
-__all__ = ["GaussianDiffusion", "approx_standard_normal_cdf", "discretized_gaussian_log_likelihood", "normal_kl"]
+__all__ = [
+    "BETA_SCHEDULE",
+    "GaussianDiffusion",
+    "approx_standard_normal_cdf",
+    "discretized_gaussian_log_likelihood",
+    "normal_kl",
+]
+
+# DiT's β schedule in diffusers' scheduler-config terms, the one definition: GaussianDiffusion's defaults and
+# pipelines.ddpm_scheduler read it. diffusers computes its betas in float32, this module in float64 (as the
+# official numpy code), so each computes its own tables from these numbers.
+BETA_SCHEDULE: dict[str, Any] = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear")
 
 
 def normal_kl(mean1: torch.Tensor, logvar1: torch.Tensor, mean2: torch.Tensor, logvar2: torch.Tensor) -> torch.Tensor:
@@ -58,9 +70,11 @@ class GaussianDiffusion:
     Args:
         num_timesteps: T.
         beta_start, beta_end: the linear β schedule, scaled by 1000/T as in improved DDPM.
+        Defaults are :data:`BETA_SCHEDULE`'s.
     """
 
-    def __init__(self, num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02):
+    def __init__(self, num_timesteps: int = BETA_SCHEDULE["num_train_timesteps"],
+                 beta_start: float = BETA_SCHEDULE["beta_start"], beta_end: float = BETA_SCHEDULE["beta_end"]):
         scale = 1000 / num_timesteps
         betas = torch.linspace(scale * beta_start, scale * beta_end, num_timesteps, dtype=torch.float64)
         alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)

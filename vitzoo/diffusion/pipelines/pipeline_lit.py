@@ -30,6 +30,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..dit import VzDiTTransformer2DModel
+from ..gaussian_diffusion import BETA_SCHEDULE
 # from_pretrained resolves a saved component by its module, which must be imported: load the LiT module too
 from ..lit import LiTTransformer2DModel
 
@@ -40,10 +41,10 @@ _LEARNED_VARIANCE_SCHEDULERS = (DDPMScheduler, DDPMParallelScheduler)
 
 
 def ddpm_scheduler(**overrides: Any) -> DDPMScheduler:
-    """DiT's sampler as a diffusers scheduler: 1000 linear betas (1e-4 to 0.02), the learned-range
-    variance from the model, no x0 clipping, and DiT's even spacing of the respaced steps (``linspace``)."""
-    config = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
-                  variance_type="learned_range", clip_sample=False, timestep_spacing="linspace")
+    """DiT's sampler as a diffusers scheduler: the training β schedule (:data:`~vitzoo.diffusion.gaussian_diffusion.
+    BETA_SCHEDULE`, 1000 linear betas from 1e-4 to 0.02), the learned-range variance from the model, no x0
+    clipping, and DiT's even spacing of the respaced steps (``linspace``)."""
+    config = dict(BETA_SCHEDULE, variance_type="learned_range", clip_sample=False, timestep_spacing="linspace")
     return DDPMScheduler(**dict(config, **overrides))
 
 
