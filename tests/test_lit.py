@@ -12,7 +12,7 @@ import torch
 
 import vitzoo
 from conftest import golden_case, golden_folder, golden_manifest, write_official_checkpoint
-from vitzoo.diffusion.dit import VzDiTTransformer2DModel, sincos_pos_embed_2d, timestep_embedding
+from vitzoo.diffusion.dit import TimestepEmbedder, VzDiTTransformer2DModel, sincos_pos_embed_2d
 from vitzoo.diffusion.distill import LiTDistillationLoss
 from vitzoo.diffusion.gaussian_diffusion import GaussianDiffusion, discretized_gaussian_log_likelihood
 from vitzoo.diffusion.inherit import (
@@ -170,9 +170,11 @@ def test_guidance_on_all_channels_is_offered():
 
 
 def test_embeddings_follow_the_official_formulas():
-    t = torch.tensor([3.0])
+    embedder, features = TimestepEmbedder(8), []
+    embedder.mlp.register_forward_pre_hook(lambda m, args: features.append(args[0]))
+    embedder(torch.tensor([3.0]))
     freqs = torch.exp(-torch.log(torch.tensor(10000.0)) * torch.arange(128) / 128)
-    torch.testing.assert_close(timestep_embedding(t), torch.cat([torch.cos(3 * freqs), torch.sin(3 * freqs)])[None])
+    torch.testing.assert_close(features[0], torch.cat([torch.cos(3 * freqs), torch.sin(3 * freqs)])[None])
     table = sincos_pos_embed_2d(8, (2, 3))[0]  # tokens row-major over (h=2, w=3)
     omega = 1.0 / 10000 ** (torch.arange(2) / 2)
     col, row = 2.0, 1.0  # token 5

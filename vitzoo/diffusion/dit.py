@@ -18,12 +18,11 @@ affine and eps 1e-6, the MLP uses tanh-GELU, adaLN chunks are (shift, scale, gat
 from __future__ import annotations
 
 import inspect
-import math
 from typing import Any, ClassVar, Optional, Union
 
 import torch
-import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.embeddings import get_timestep_embedding
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
 from timm.layers import Mlp
@@ -35,7 +34,6 @@ __all__ = [
     "DIT_VARIANTS",
     "VzDiTTransformer2DModel",
     "sincos_pos_embed_2d",
-    "timestep_embedding",
     "variant_config",
 ]
 
@@ -59,21 +57,6 @@ def variant_config(variant: str, table: dict[str, dict[str, int]], resolution: i
     if resolution % multiple:
         raise ValueError(f"resolution {resolution} is not a multiple of {multiple}")
     return dict(table[variant], sample_size=resolution // VAE_DOWNSAMPLE)
-
-
-def timestep_embedding(timesteps: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal features of (possibly fractional) timesteps [B] -> [B, dim], cosines first (official order).
-
-    Frequency j is ``exp(-ln(max_period) * j / (dim // 2))``; diffusers' DiT port shifts the exponent
-    (``downscale_freq_shift=1``), the official code does not, and neither does this function.
-    """
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=timesteps.device) / half)
-    args = timesteps.float()[:, None] * freqs[None]
-    embedding = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-    if dim % 2:
-        embedding = F.pad(embedding, (0, 1))
-    return embedding
 
 
 def _sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
@@ -110,7 +93,12 @@ class PatchEmbed(nn.Module):
 
 
 class TimestepEmbedder(nn.Module):
-    """Timesteps [B] -> [B, D]: 256 sinusoidal features through Linear, SiLU, Linear."""
+    """Timesteps [B] -> [B, D]: 256 sinusoidal features through Linear, SiLU, Linear.
+
+    The features are the official ones, cosines first with frequency j = ``exp(-ln(10000) * j / 128)``:
+    diffusers' ``get_timestep_embedding`` with ``flip_sin_to_cos=True`` and ``downscale_freq_shift=0``
+    (diffusers' own DiT port keeps the shift of 1, which the official code does not have).
+    """
 
     def __init__(self, hidden_size: int, frequency_embedding_size: int = 256):
         super().__init__()
@@ -119,7 +107,8 @@ class TimestepEmbedder(nn.Module):
             nn.Linear(frequency_embedding_size, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size))
 
     def forward(self, timesteps: torch.Tensor) -> torch.Tensor:
-        features = timestep_embedding(timesteps, self.frequency_embedding_size)
+        features = get_timestep_embedding(timesteps, self.frequency_embedding_size, flip_sin_to_cos=True,
+                                          downscale_freq_shift=0)
         return self.mlp(features.to(self.mlp[0].weight.dtype))
 
 
