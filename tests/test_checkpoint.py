@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from conftest import write_official_checkpoint
 from vitzoo.models import CheckpointError, read_checkpoint, reduced_config, select_state_dict
+from vitzoo.models._checkpoint import read_checkpoint_metadata
 
 SMALL = reduced_config("vzvit_tiny")["kwargs"]
 
@@ -62,6 +63,18 @@ def test_corrupt_and_missing_files(tmp_path):
     text.write_text("hello")
     with pytest.raises(CheckpointError, match="safetensors"):
         read_checkpoint(text)
+    with pytest.raises(CheckpointError, match="safetensors"):
+        read_checkpoint_metadata(text)
+
+
+def test_safetensors_metadata_is_read(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "weights.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path), metadata={"format": "pt", "note": "[1, 2]"})
+    assert read_checkpoint_metadata(path) == {"format": "pt", "note": "[1, 2]"}
+    torch.save({"w": torch.zeros(2)}, tmp_path / "weights.pt")
+    assert read_checkpoint_metadata(tmp_path / "weights.pt") == {}
 
 
 def test_mismatched_checkpoint_names_keys(tmp_path):

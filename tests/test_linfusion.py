@@ -193,6 +193,20 @@ def test_unet_path_keys_map_onto_the_official_layout(golden_unet):
             torch.testing.assert_close(linfusion.state_dict()[key], value, atol=0, rtol=0)
 
 
+def test_torch_pickles_load_bare_or_under_state_dict(golden_unet, tmp_path):
+    unet, io, root, meta = golden_unet
+    from safetensors.torch import load_file
+
+    official = load_file(str(root / "unet_tiny.linfusion.safetensors"))
+    torch.save(official, tmp_path / "bare.pt")
+    torch.save({"state_dict": official, "step": 3}, tmp_path / "wrapped.bin")
+    for name in ("bare.pt", "wrapped.bin"):
+        linfusion = LinFusion.from_checkpoint(tmp_path / name, unet=unet)
+        assert linfusion.config.modules_list == meta["linfusion_modules"]
+        for key, value in official.items():
+            torch.testing.assert_close(linfusion.state_dict()[key], value.float(), atol=0, rtol=0)
+
+
 def test_save_pretrained_round_trips_in_the_official_layout(golden_unet, tmp_path):
     from safetensors.torch import load_file
 

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from ..mixers.linfusion import LinFusionMixer
+from ..models._checkpoint import read_checkpoint, read_checkpoint_metadata, select_state_dict
 
 try:
     from diffusers import ModelMixin
@@ -389,7 +390,8 @@ def _natural(key: str) -> list:
 
 def _read_checkpoint(source: Union[str, os.PathLike, Mapping[str, torch.Tensor]]
                      ) -> tuple[dict[str, torch.Tensor], Optional[list[dict[str, Any]]]]:
-    """(state dict, modules_list or None) from any of the accepted sources."""
+    """(state dict, modules_list or None) from any of the accepted sources; files are read by the package's
+    one checkpoint reader (:mod:`vitzoo.models._checkpoint`)."""
     if isinstance(source, Mapping):
         return dict(source), None
     path = Path(source)
@@ -400,6 +402,7 @@ def _read_checkpoint(source: Union[str, os.PathLike, Mapping[str, torch.Tensor]]
             path = Path(snapshot_download(str(source), allow_patterns=["config.json", "*.safetensors"]))
         else:
             raise FileNotFoundError(f"LinFusion checkpoint {source} does not exist")
+    config = None
     if path.is_dir():
         config = path / "config.json"
         weights = path / WEIGHTS_NAME
@@ -408,20 +411,13 @@ def _read_checkpoint(source: Union[str, os.PathLike, Mapping[str, torch.Tensor]]
             if len(found) != 1:
                 raise FileNotFoundError(f"{path} has no {WEIGHTS_NAME} (safetensors files there: {found or 'none'})")
             weights = path / found[0]
-        state, modules_list = _read_checkpoint(weights)
-        if config.is_file():
-            modules_list = json.loads(config.read_text()).get("modules_list", modules_list)
-        return state, modules_list
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            state = {key: handle.get_tensor(key) for key in handle.keys()}
-        listed = metadata.get("linfusion_modules_list")
-        return state, json.loads(listed) if listed else None
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return (state.get("state_dict", state) if isinstance(state, dict) else state), None
+        path = weights
+    state = select_state_dict(read_checkpoint(path), keys=("state_dict",))
+    listed = read_checkpoint_metadata(path).get("linfusion_modules_list")
+    modules_list = json.loads(listed) if listed else None
+    if config is not None and config.is_file():
+        modules_list = json.loads(config.read_text()).get("modules_list", modules_list)
+    return state, modules_list
 
 
 _PARAM = re.compile(r"(to_q|to_k|to_v|to_out|to_q_|to_k_)\..*$")

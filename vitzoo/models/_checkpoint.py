@@ -22,6 +22,7 @@ __all__ = [
     "unwrap_state_dict",
     "CheckpointError",
     "read_checkpoint",
+    "read_checkpoint_metadata",
     "select_state_dict",
     "load_state_dict_checked",
     "load_pretrained_file",
@@ -93,6 +94,23 @@ def read_checkpoint(path: str | Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_INERT_PICKLE)
     except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, RuntimeError, ValueError) as err:
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {err}") from err
+
+
+def read_checkpoint_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of a ``.safetensors`` header (what ``save_file(..., metadata=)`` wrote); empty for
+    a torch pickle, whose extra information is part of what :func:`read_checkpoint` returns."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file {str(path)!r} does not exist")
+    if path.suffix != ".safetensors":
+        return {}
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return dict(handle.metadata() or {})
+    except Exception as err:  # safetensors raises its own error types
+        raise CheckpointError(f"{path} is not a readable safetensors file: {err}") from err
 
 
 def _is_state_dict(obj: Any) -> bool:
