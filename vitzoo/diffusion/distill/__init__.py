@@ -1,11 +1,6 @@
-"""Distillation objectives of the diffusion families, one module each (``lit.py``, ``linfusion.py``),
-re-exported here: ``from vitzoo.diffusion.distill import <objective>``."""
+"""Distillation objectives of the diffusion families, one module each (``lit.py``, ``linfusion.py``)."""
 
-from ..._discovery import import_submodules
+from .linfusion import LinFusionDistiller, linfusion_distillation_loss, record_outputs
+from .lit import LiTDistillationLoss
 
-__all__: list[str] = []
-
-for _module in import_submodules(__name__, __path__).values():
-    for _name in getattr(_module, "__all__", ()):
-        globals()[_name] = getattr(_module, _name)
-        __all__.append(_name)
+__all__ = ["LiTDistillationLoss", "LinFusionDistiller", "linfusion_distillation_loss", "record_outputs"]
