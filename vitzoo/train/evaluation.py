@@ -75,18 +75,18 @@ def evaluate(model: nn.Module, loader, accelerator, *, channels_last: bool = Fal
 
 
 def _read_vitzoo_checkpoint(path: Path, use_ema: Optional[bool]) -> Optional[tuple[dict[str, str], dict]]:
-    """(metadata, weights) of a vitzoo training checkpoint, or None when ``path`` is another kind of file."""
+    """(metadata, weights) of a vitzoo training checkpoint, or None when ``path`` is another kind of file.
+    Weights files go through the package's one checkpoint reader (:mod:`vitzoo.models._checkpoint`), training
+    states through the core's :meth:`~vitzoo.train.checkpoint.Checkpointer.load`."""
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-        from safetensors.torch import load_file
+        from ..models._checkpoint import read_checkpoint, read_checkpoint_metadata
 
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
+        metadata = read_checkpoint_metadata(path)
         if metadata.get("kind") != CHECKPOINT_KIND:
             return None
         if use_ema is not None and use_ema != (metadata.get("weights") == "ema"):
             raise ValueError(f"{path} holds the {metadata.get('weights')} weights; use the run's .state.pt to choose")
-        return metadata, load_file(str(path))
+        return metadata, read_checkpoint(path)
     if path.name.endswith(".state.pt"):
         from .checkpoint import Checkpointer
 
