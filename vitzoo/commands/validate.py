@@ -12,9 +12,37 @@ HELP = "evaluate a vitzoo or official checkpoint on an ImageFolder (top-1/top-5,
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from vitzoo.train.evaluation import add_validate_arguments
+    """The flags of ``vitzoo validate`` (timm ``validate.py`` names)."""
+    from timm.utils import ParseKwargs
 
-    add_validate_arguments(parser)
+    from vitzoo.data import DIGITS_DATASET
+
+    parser.add_argument("--checkpoint", metavar="PATH", default="",
+                        help="vitzoo run directory / .safetensors / .state.pt, or an official checkpoint of --model")
+    parser.add_argument("--model", metavar="NAME", default=None, help="needed for official checkpoints")
+    parser.add_argument("--model-kwargs", nargs="*", default={}, action=ParseKwargs)
+    parser.add_argument("--pretrained", action="store_true", default=False,
+                        help="use the model's pretrained cfg weights (downloads when the cfg has a URL)")
+    parser.add_argument("--use-ema", action=argparse.BooleanOptionalAction, default=None,
+                        help="for .state.pt: EMA or raw weights (default: what the run reported)")
+    parser.add_argument("--num-classes", type=int, default=None)
+    parser.add_argument("--data-dir", metavar="DIR", default=None)
+    parser.add_argument("--dataset", "-d", default="", choices=["", DIGITS_DATASET])
+    parser.add_argument("--split", default="validation", help="split folder (validation also finds val/)")
+    parser.add_argument("-b", "--batch-size", type=int, default=256)
+    parser.add_argument("-j", "--workers", type=int, default=4)
+    parser.add_argument("--img-size", type=int, default=None, help="evaluate at this input side")
+    parser.add_argument("--input-size", type=int, nargs=3, default=None, metavar=("C", "H", "W"))
+    parser.add_argument("--crop-pct", type=float, default=None)
+    parser.add_argument("--crop-mode", default=None)
+    parser.add_argument("--mean", type=float, nargs="+", default=None)
+    parser.add_argument("--std", type=float, nargs="+", default=None)
+    parser.add_argument("--interpolation", default="")
+    parser.add_argument("--amp", action="store_true", default=False)
+    parser.add_argument("--amp-dtype", default="float16", choices=["float16", "bfloat16"])
+    parser.add_argument("--channels-last", action="store_true", default=False)
+    parser.add_argument("--device", default="", help="'cpu' forces the CPU")
+    parser.add_argument("--results-file", default="", metavar="PATH", help="also write the results here (JSON)")
 
 
 def run(args: argparse.Namespace) -> int:
