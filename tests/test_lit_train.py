@@ -126,16 +126,16 @@ def test_training_with_inheritance_and_distillation(pixel_cache, teacher_file, t
     trainer = DiffusionTrainer(args)
     teacher = torch.load(teacher_file)
     # inherited before any update: the MLP is the teacher's, the attention is new
-    torch.testing.assert_close(trainer.base_trainable.blocks[1].mlp.fc1.weight, teacher["blocks.1.mlp.fc1.weight"])
+    torch.testing.assert_close(trainer.trainable.blocks[1].mlp.fc1.weight, teacher["blocks.1.mlp.fc1.weight"])
     assert trainer.engine.teacher.blocks[0].attn.num_heads == 2
     assert not any(p.requires_grad for p in trainer.engine.teacher.parameters())
     result = trainer.fit()
     assert result.steps == 3 and np.isfinite(result.last_loss)
     rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3] and all(r["train_noise_kd"] > 0 for r in rows)
-    assert not torch.equal(trainer.base_trainable.blocks[1].mlp.fc1.weight, teacher["blocks.1.mlp.fc1.weight"])
+    assert not torch.equal(trainer.trainable.blocks[1].mlp.fc1.weight, teacher["blocks.1.mlp.fc1.weight"])
     weights = load_file(str(result.run_dir / "last.safetensors"))
-    torch.testing.assert_close(weights["blocks.1.mlp.fc1.weight"], trainer.base_trainable.blocks[1].mlp.fc1.weight)
+    torch.testing.assert_close(weights["blocks.1.mlp.fc1.weight"], trainer.trainable.blocks[1].mlp.fc1.weight)
     from vitzoo.diffusion.pipelines import LiTPipeline
 
     pipe = LiTPipeline.from_pretrained(result.exported)
@@ -143,7 +143,7 @@ def test_training_with_inheritance_and_distillation(pixel_cache, teacher_file, t
     # the pipeline holds the EMA weights, not the last ones
     ema = trainer.ema.module.state_dict()
     torch.testing.assert_close(pipe.transformer.state_dict()["blocks.0.attn.q.weight"], ema["blocks.0.attn.q.weight"])
-    assert not torch.equal(ema["blocks.0.attn.q.weight"], trainer.base_trainable.blocks[0].attn.q.weight)
+    assert not torch.equal(ema["blocks.0.attn.q.weight"], trainer.trainable.blocks[0].attn.q.weight)
     pipe.set_progress_bar_config(disable=True)
     assert pipe(["b"], num_inference_steps=2, output_type="pt").images.shape == (1, 1, 8, 8)
 
@@ -225,7 +225,7 @@ def _two_process_worker(cache: str, runs: str, report: str) -> None:
     trainer.engine.step = lambda model, batch: seen.append(batch[0].sum().item()) or step(model, batch)
     result = trainer.fit()
     rank = trainer.accelerator.process_index
-    state = {k: float(v.double().sum()) for k, v in trainer.base_trainable.state_dict().items()}
+    state = {k: float(v.double().sum()) for k, v in trainer.trainable.state_dict().items()}
     ema = float(sum(v.double().sum() for v in trainer.ema.module.state_dict().values()))
     (Path(report) / f"rank{rank}.json").write_text(json.dumps(dict(
         world=trainer.accelerator.num_processes, seen=seen, state=state, ema=ema, steps=result.steps, pid=os.getpid(),

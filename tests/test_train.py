@@ -205,7 +205,7 @@ def _two_process_worker(data: str, runs: str, report: str) -> None:
     trainer.train_sampler.set_epoch(0)
     indices = [index for index, _ in trainer.train_sampler]
     result = trainer.fit()
-    checksum = sum(float(p.double().sum()) for p in trainer.base_trainable.parameters())
+    checksum = sum(float(p.double().sum()) for p in trainer.trainable.parameters())
     rank = trainer.accelerator.process_index
     Path(report, f"rank{rank}.json").write_text(json.dumps(dict(
         rank=rank, world=trainer.accelerator.num_processes, distributed=str(trainer.accelerator.distributed_type),

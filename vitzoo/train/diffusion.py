@@ -148,7 +148,7 @@ class DiffusionEngine(Engine):
             return None
         from ..diffusion.pipelines import LiTPipeline, ddpm_scheduler
 
-        transformer = copy.deepcopy(trainer.ema.module if trainer.ema is not None else trainer.base_trainable).cpu()
+        transformer = copy.deepcopy(trainer.ema.module if trainer.ema is not None else trainer.trainable).cpu()
         vae = None
         cache_vae = self.train_set.index["vae"]
         if cache_vae is not None:

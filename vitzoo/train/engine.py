@@ -33,7 +33,8 @@ class StepResult:
 
 
 class Engine:
-    """Base class of the training engines. :meth:`build` must set:
+    """Base class of the training engines. :meth:`build` (or, for ``optimizer`` and ``scheduler``,
+    :meth:`configure_optimizer`) must set:
 
     - ``model``: the module the forward runs through (the core prepares it with accelerate);
     - ``optimizer``: over the trainable parameters;
@@ -74,6 +75,13 @@ class Engine:
         """Create data, model and optimizer. ``state`` is the checkpoint being resumed (None for a new
         run); the core loads its weights into ``trainable`` after this returns."""
         raise NotImplementedError
+
+    def configure_optimizer(self, trainer) -> None:
+        """Called once the core has built the training loader (``trainer.updates_per_epoch`` is known), before
+        anything is prepared: the place for an optimizer or schedule that depends on the epoch length."""
+
+    def start_epoch(self, epoch: int) -> None:
+        """Called before each epoch's first batch (e.g. to switch mixup off after some epoch)."""
 
     def identity(self) -> dict[str, str]:
         """Checkpoint metadata a resumed run must match (model, classes, configuration)."""

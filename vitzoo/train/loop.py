@@ -103,6 +103,7 @@ class Trainer:
                      accelerator.distributed_type, accelerator.device, accelerator.mixed_precision)
         state = Checkpointer.load(args.resume) if _arg(args, "resume") else None
         engine.build(self, state)
+        # the unwrapped module whose weights are checkpointed, averaged (EMA) and exported
         self.trainable = engine.trainable if engine.trainable is not None else engine.model
         if state is not None:
             check_resume_compatible(state.get("metadata", {}), self._identity(), args.resume)
@@ -113,8 +114,6 @@ class Trainer:
         self.num_epochs = engine.num_epochs or args.epochs
         self.max_steps = _arg(args, "max_steps") or self.num_epochs * self.updates_per_epoch
         self.model, self.optimizer = accelerator.prepare(engine.model, engine.optimizer)
-        self.base_trainable = accelerator.unwrap_model(self.trainable) if self.trainable is engine.model \
-            else self.trainable
         self.scheduler = engine.scheduler
         self.global_batch = args.batch_size * accelerator.num_processes * _arg(args, "grad_accum_steps", 1)
         self.ema = None
@@ -122,7 +121,7 @@ class Trainer:
             # after prepare: DDP has broadcast rank 0's initial weights, so every rank averages the same model
             decay = effective_ema_decay(args.model_ema_decay, ref_batch=_arg(args, "model_ema_ref_batch"),
                                         global_batch=self.global_batch)
-            self.ema = create_model_ema(self.base_trainable, decay, warmup=bool(_arg(args, "model_ema_warmup")))
+            self.ema = create_model_ema(self.trainable, decay, warmup=bool(_arg(args, "model_ema_warmup")))
         self.progress = Progress(world_size=accelerator.num_processes, batch_size=args.batch_size)
         self.run_dir = self._run_dir(resuming=state is not None)
         self.checkpointer = Checkpointer(self.run_dir, metric=engine.decision_key, mode=engine.decision_mode)
@@ -166,9 +165,7 @@ class Trainer:
                                        drop_last=True, num_workers=_arg(args, "workers", 0),
                                        pin_memory=bool(_arg(args, "pin_mem", False)), collate_fn=engine.collate_fn,
                                        generator=torch.Generator().manual_seed(args.seed))
-        engine.updates_per_epoch = self.updates_per_epoch
-        if hasattr(engine, "configure_optimizer"):
-            engine.configure_optimizer(self)
+        engine.configure_optimizer(self)
 
     def _run_dir(self, resuming: bool) -> Path:
         args = self.args
@@ -237,7 +234,7 @@ class Trainer:
             from timm.utils import adaptive_clip_grad
 
             accelerator.unscale_gradients()
-            adaptive_clip_grad(self.base_trainable.parameters(), args.clip_grad)
+            adaptive_clip_grad(self.trainable.parameters(), args.clip_grad)
 
     def _train_epoch(self, epoch: int, stop) -> Optional[str]:
         """Train from ``progress.batch_in_epoch`` to the end of the epoch; returns ``"signal"`` when stopped,
@@ -245,8 +242,7 @@ class Trainer:
         args, accelerator, progress, engine = self.args, self.accelerator, self.progress, self.engine
         self.model.train()
         self.train_sampler.set_epoch(epoch)
-        if hasattr(engine, "start_epoch"):
-            engine.start_epoch(epoch)
+        engine.start_epoch(epoch)
         start = progress.batch_in_epoch
         loader = accelerator.skip_first_batches(self.train_loader, start) if start else self.train_loader
         bar = EpochProgress(self.batches_per_epoch, f"train {epoch + 1}/{self.num_epochs}", initial=start,
@@ -284,7 +280,7 @@ class Trainer:
                 progress.update_step += 1
                 progress.batch_in_epoch = batch_index + 1
                 if self.ema is not None:
-                    self.ema.update(self.base_trainable, step=progress.update_step)
+                    self.ema.update(self.trainable, step=progress.update_step)
                 if self.scheduler is not None:
                     self.scheduler.step_update(num_updates=progress.update_step)
                 if self.on_update is not None:
@@ -369,7 +365,7 @@ class Trainer:
                                ema=self.ema, scaler=accelerator.scaler, rng_states=rng,
                                args={k: v for k, v in vars(self.args).items() if not k.startswith("_")},
                                best=self.checkpointer.best, extra={"best_epoch": self.best_epoch})
-        weights = self.base_trainable.state_dict()
+        weights = self.trainable.state_dict()
         export = engine.export_weights(self)
         self.checkpointer.save("last", state, weights, metadata, export_weights=export)
         if is_best:
