@@ -47,7 +47,9 @@ def test_yaml_defaults_and_command_line_precedence(tmp_path):
     # a flag typed before -c still wins over the file
     assert parse_train_args(["--batch-size", "8", "-c", str(config), "--data-dir", "d"]).batch_size == 8
     for text, message in (("btach_size: 3\n", r"unknown key 'btach_size' \(did you mean batch_size"),
-                          ("batch_size: many\n", "--batch-size .*expected a number"),
+                          ("batch_size: many\n", "--batch-size .*expected a positive integer"),
+                          ("batch_size: 0\n", "--batch-size .*expected a positive integer, got 0"),
+                          ("smoothing: 1.5\n", "--smoothing .*expected a probability in \\[0, 1\\]"),
                           ("model_ema: 1\n", "expected true or false"),
                           ("clip_mode: sideways\n", "expected one of"),
                           ("- just\n- a list\n", "must hold a mapping")):

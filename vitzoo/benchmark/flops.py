@@ -21,9 +21,15 @@ def count_flops(model, input_size: tuple[int, int, int]) -> float:
     counts it like the explicit matmuls of the official implementations.
     """
     import logging
+    import warnings
 
     import torch
-    from fvcore.nn import FlopCountAnalysis
+
+    with warnings.catch_warnings():
+        # fvcore scripts its focal losses with torch.jit.script at import: a deprecation notice about fvcore's
+        # code that nothing here uses and a user cannot act on
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)
+        from fvcore.nn import FlopCountAnalysis
 
     logging.getLogger("fvcore").setLevel(logging.ERROR)
     analysis = FlopCountAnalysis(model.eval(), torch.zeros(1, *input_size))

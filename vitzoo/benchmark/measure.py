@@ -212,7 +212,8 @@ def bench_model(
         max_seconds: float = 5.0,
         progress: Optional[Callable[[str], None]] = None,
 ) -> list[BenchResult]:
-    """Time inference of a registered model at square input sizes; ``items_per_s`` is images/s."""
+    """Time inference of a registered model at square input sizes; ``items_per_s`` is images/s and ``tokens``
+    the token count of the first stage at that size."""
     import timm
 
     from ..models._registry import check_model_name
@@ -231,10 +232,18 @@ def bench_model(
 
             return step
 
-        return f"{img}x{img}", img * img, batch, make_step
+        return f"{img}x{img}", _first_stage_tokens(model, img), batch, make_step
 
     return _sweep(label or name, "model", map(point, img_sizes), batch=batch, device=dev, dtype=dtype,
                   min_iters=min_iters, max_seconds=max_seconds, progress=progress)
+
+
+def _first_stage_tokens(model, img: int) -> int:
+    """Tokens the model's first mixing stage sees on an ``img`` x ``img`` input (its first feature map's
+    positions: the patch grid of a plain ViT, stage 1 of a hierarchical backbone)."""
+    info = getattr(model, "feature_info", None)
+    reduction = info[0]["reduction"] if info else 1
+    return math.ceil(img / reduction) ** 2
 
 
 def bench_denoiser(
@@ -311,7 +320,7 @@ def plot_results(results: Sequence[BenchResult], path: str | Path, *, title: str
         xs = [r.tokens for r in points]
         ax_time.plot(xs, [r.ms for r in points], marker="o", label=target)
         ax_mem.plot(xs, [max(r.peak_mem_mb, 1e-3) for r in points], marker="o", label=target)
-    xlabel = {"mixer": "tokens (H·W)", "denoiser": "attention tokens"}.get(results[0].kind if results else "", "input pixels (H·W)")
+    xlabel = {"mixer": "tokens (H·W)", "denoiser": "attention tokens"}.get(results[0].kind if results else "", "first-stage tokens")
     for ax, ylabel in ((ax_time, "time per call (ms)"), (ax_mem, "peak memory (MB)")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")

@@ -12,6 +12,9 @@ import argparse
 import json
 from pathlib import Path
 
+from ._models import check_mixer_kwargs, check_model_kwargs
+from ._types import positive_float, positive_int
+
 HELP = "benchmark mixers (over token counts) or models (over input sizes); CSV + PNG"
 
 
@@ -19,19 +22,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--mixer", nargs="+", help="mixer names, each optionally NAME:key=value,...")
     target.add_argument("--model", nargs="+", help="model names, each optionally NAME:key=value,...")
-    target.add_argument("--denoiser", nargs="+", help="diffusion denoisers (vitzoo.benchmark.denoisers), NAME:key=value,...")
-    parser.add_argument("--tokens", type=int, nargs="+", default=[1024, 4096, 16384], help="token counts (mixers)")
-    parser.add_argument("--img-size", type=int, nargs="+", default=[224, 512], help="square input sizes (models, denoisers)")
-    parser.add_argument("--dim", type=int, default=64, help="mixer width")
-    parser.add_argument("--heads", type=int, default=4, help="mixer heads")
-    parser.add_argument("--batch", type=int, default=1)
+    target.add_argument("--denoiser", nargs="+",
+                        help="diffusion denoisers (vitzoo.benchmark.denoisers), NAME:key=value,...")
+    parser.add_argument("--tokens", type=positive_int, nargs="+", default=[1024, 4096, 16384],
+                        help="token counts (mixers)")
+    parser.add_argument("--img-size", type=positive_int, nargs="+", default=[224, 512],
+                        help="square input sizes (models, denoisers)")
+    parser.add_argument("--dim", type=positive_int, default=64, help="mixer width")
+    parser.add_argument("--heads", type=positive_int, default=4, help="mixer heads")
+    parser.add_argument("--batch", type=positive_int, default=1)
     parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--backward", action="store_true", help="time forward+backward (mixers)")
-    parser.add_argument("--iters", type=int, default=3,
+    parser.add_argument("--iters", type=positive_int, default=3,
                         help="about this many timed calls per point, in torch.utils.benchmark.Timer blocks "
                              "(fewer when slow)")
-    parser.add_argument("--max-seconds", type=float, default=10.0, help="time budget per point; ms is the median")
+    parser.add_argument("--max-seconds", type=positive_float, default=10.0,
+                        help="time budget per point; ms is the median")
     parser.add_argument("--out", default="bench", help="output folder")
     parser.add_argument("--name", default=None, help="file stem (default: from the targets)")
 
@@ -65,6 +72,12 @@ def run(args: argparse.Namespace) -> int:
 
     dtype = getattr(torch, args.dtype)
     specs = args.mixer or args.model or args.denoiser
+    for spec in specs:  # every target is checked before the first one is timed
+        name, kwargs = parse_target(spec)
+        if args.model:
+            check_model_kwargs(name, kwargs, flag=f"--model {spec}")
+        elif args.mixer:
+            check_mixer_kwargs(name, kwargs, flag=f"--mixer {spec}")
     points = len(specs) * (len(args.tokens) if args.mixer else len(args.img_size))
     results = []
     with tqdm(total=points, desc="bench", unit="point") as bar:

@@ -17,6 +17,8 @@ from typing import Optional
 
 from ._training import add_run_arguments, finish_parser, report_stop
 
+from ._types import nonnegative_float, positive_float, positive_int, probability
+
 HELP = "distil linear attention into a diffusers Stable Diffusion UNet (--method linfusion); accelerate multi-GPU"
 
 METHODS = ("linfusion",)
@@ -30,16 +32,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model", default=None,
                        help="diffusers SD-1.x/2.x/XL pipeline directory or hub id ('tiny-random': offline toy)")
     group.add_argument("--data-dir", default=None, help="image-caption folder (image + same-stem .txt)")
-    group.add_argument("--resolution", type=int, default=512)
+    group.add_argument("--resolution", type=positive_int, default=512)
     group.add_argument("--resize", choices=["stretch", "center-crop"], default="stretch",
                        help="stretch: SD-1.5/2.1 recipe (no crop); center-crop: SD-XL recipe")
-    group.add_argument("--lr", type=float, default=1e-4)
-    group.add_argument("--weight-decay", type=float, default=0.0)
-    group.add_argument("--adam-beta1", type=float, default=0.9)
-    group.add_argument("--adam-beta2", type=float, default=0.999)
-    group.add_argument("--kd-weight", type=float, default=0.5, help="weight of the output distillation term")
-    group.add_argument("--feature-weight", type=float, default=0.5, help="weight of the attention-feature term")
-    group.add_argument("--mid-dim-scale", type=int, default=None, help="LinFusion MLP width C/scale (16 for SD-XL)")
+    group.add_argument("--lr", type=positive_float, default=1e-4)
+    group.add_argument("--weight-decay", type=nonnegative_float, default=0.0)
+    group.add_argument("--adam-beta1", type=probability, default=0.9)
+    group.add_argument("--adam-beta2", type=probability, default=0.999)
+    group.add_argument("--kd-weight", type=nonnegative_float, default=0.5,
+                       help="weight of the output distillation term")
+    group.add_argument("--feature-weight", type=nonnegative_float, default=0.5,
+                       help="weight of the attention-feature term")
+    group.add_argument("--mid-dim-scale", type=positive_int, default=None,
+                       help="LinFusion MLP width C/scale (16 for SD-XL)")
     group.add_argument("--init", default=None, help="start from this LinFusion checkpoint instead of fresh modules")
     group.add_argument("--grad-checkpointing", action="store_true", help="recompute UNet activations in backward")
     finish_parser(parser)

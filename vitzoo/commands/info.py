@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 
+from ._types import positive_int
+
 HELP = "show parameters, FLOPs, feature_info and pretrained_cfg of a model"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model")
-    parser.add_argument("--img-size", type=int, nargs="+", default=None, help="H [W] for FLOPs (default: cfg input size)")
+    parser.add_argument("--img-size", type=positive_int, nargs="+", default=None,
+                        help="H [W] for FLOPs (default: cfg input size)")
     parser.add_argument("--no-flops", action="store_true", help="skip the fvcore FLOP count")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 

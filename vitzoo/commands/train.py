@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 from typing import Optional
 
+from ._models import check_model_kwargs
 from ._training import add_run_arguments, finish_parser, report_stop
+from ._types import nonnegative_float, nonnegative_int, positive_float, positive_int, probability
 
 HELP = "train a classifier (timm flags, YAML config, accelerate; exact resume)"
 
@@ -46,16 +48,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="start from the model's pretrained cfg weights")
     group.add_argument("--initial-checkpoint", metavar="PATH", default="",
                        help="start from these weights (official .pth through the family converter, or safetensors)")
-    group.add_argument("--num-classes", type=int, default=None, metavar="N", help="default: classes found in the data")
+    group.add_argument("--num-classes", type=positive_int, default=None, metavar="N",
+                       help="default: classes found in the data")
     group.add_argument("--gp", default=None, metavar="POOL", help="global pool type (model default if unset)")
-    group.add_argument("--img-size", type=int, default=None, metavar="N", help="input side (model default if unset)")
-    group.add_argument("--input-size", type=int, nargs=3, default=None, metavar=("C", "H", "W"))
-    group.add_argument("--crop-pct", type=float, default=None, help="evaluation center-crop fraction")
+    group.add_argument("--img-size", type=positive_int, default=None, metavar="N",
+                       help="input side (model default if unset)")
+    group.add_argument("--input-size", type=positive_int, nargs=3, default=None, metavar=("C", "H", "W"))
+    group.add_argument("--crop-pct", type=positive_float, default=None, help="evaluation center-crop fraction")
     group.add_argument("--crop-mode", default=None, help="evaluation crop mode (timm: center, squash, border)")
     group.add_argument("--mean", type=float, nargs="+", default=None)
-    group.add_argument("--std", type=float, nargs="+", default=None)
+    group.add_argument("--std", type=positive_float, nargs="+", default=None)
     group.add_argument("--interpolation", default="", help="evaluation resize interpolation (model default if unset)")
-    group.add_argument("-vb", "--validation-batch-size", type=int, default=None, metavar="N")
+    group.add_argument("-vb", "--validation-batch-size", type=positive_int, default=None, metavar="N")
     group.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False)
     group.add_argument("--grad-checkpointing", action=argparse.BooleanOptionalAction, default=False)
     group.add_argument("--torchcompile", nargs="?", const="inductor", default=None, metavar="BACKEND",
@@ -65,54 +69,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     group = parser.add_argument_group("optimizer")
     group.add_argument("--opt", default="adamw", metavar="OPTIMIZER", help="a timm optimizer name")
-    group.add_argument("--opt-eps", type=float, default=None)
-    group.add_argument("--opt-betas", type=float, nargs="+", default=None)
-    group.add_argument("--momentum", type=float, default=0.9)
-    group.add_argument("--weight-decay", type=float, default=0.05)
-    group.add_argument("--layer-decay", type=float, default=None)
+    group.add_argument("--opt-eps", type=positive_float, default=None)
+    group.add_argument("--opt-betas", type=probability, nargs="+", default=None)
+    group.add_argument("--momentum", type=nonnegative_float, default=0.9)
+    group.add_argument("--weight-decay", type=nonnegative_float, default=0.05)
+    group.add_argument("--layer-decay", type=positive_float, default=None)
 
     group = parser.add_argument_group("learning-rate schedule")
     group.add_argument("--sched", default="cosine", metavar="SCHEDULER")
     group.add_argument("--sched-on-updates", action=argparse.BooleanOptionalAction, default=False,
                        help="step the schedule every update")
-    group.add_argument("--lr", type=float, default=None, help="learning rate (default: from --lr-base)")
-    group.add_argument("--lr-base", type=float, default=5e-4, help="learning rate at a global batch of --lr-base-size")
-    group.add_argument("--lr-base-size", type=int, default=512)
+    group.add_argument("--lr", type=positive_float, default=None, help="learning rate (default: from --lr-base)")
+    group.add_argument("--lr-base", type=positive_float, default=5e-4,
+                       help="learning rate at a global batch of --lr-base-size")
+    group.add_argument("--lr-base-size", type=positive_int, default=512)
     group.add_argument("--lr-base-scale", default="", choices=["", "linear", "sqrt"],
                        help="'' chooses like timm: sqrt for adaptive optimizers, linear otherwise")
-    group.add_argument("--warmup-lr", type=float, default=1e-6)
-    group.add_argument("--min-lr", type=float, default=1e-5)
-    group.add_argument("--warmup-epochs", type=int, default=5)
+    group.add_argument("--warmup-lr", type=nonnegative_float, default=1e-6)
+    group.add_argument("--min-lr", type=nonnegative_float, default=1e-5)
+    group.add_argument("--warmup-epochs", type=nonnegative_int, default=5)
     group.add_argument("--warmup-prefix", action=argparse.BooleanOptionalAction, default=False)
-    group.add_argument("--cooldown-epochs", type=int, default=0)
-    group.add_argument("--decay-epochs", type=float, default=90)
-    group.add_argument("--decay-milestones", type=int, nargs="+", default=[90, 180, 270])
-    group.add_argument("--decay-rate", type=float, default=0.1)
-    group.add_argument("--patience-epochs", type=int, default=10)
+    group.add_argument("--cooldown-epochs", type=nonnegative_int, default=0)
+    group.add_argument("--decay-epochs", type=positive_float, default=90)
+    group.add_argument("--decay-milestones", type=nonnegative_int, nargs="+", default=[90, 180, 270])
+    group.add_argument("--decay-rate", type=positive_float, default=0.1)
+    group.add_argument("--patience-epochs", type=nonnegative_int, default=10)
 
     group = parser.add_argument_group("augmentation and regularisation")
     group.add_argument("--no-aug", action=argparse.BooleanOptionalAction, default=False)
-    group.add_argument("--scale", type=float, nargs=2, default=[0.08, 1.0], help="random-resized-crop area range")
-    group.add_argument("--ratio", type=float, nargs=2, default=[3.0 / 4.0, 4.0 / 3.0])
-    group.add_argument("--hflip", type=float, default=0.5)
-    group.add_argument("--vflip", type=float, default=0.0)
-    group.add_argument("--color-jitter", type=float, default=0.4)
+    group.add_argument("--scale", type=probability, nargs=2, default=[0.08, 1.0], help="random-resized-crop area range")
+    group.add_argument("--ratio", type=positive_float, nargs=2, default=[3.0 / 4.0, 4.0 / 3.0])
+    group.add_argument("--hflip", type=probability, default=0.5)
+    group.add_argument("--vflip", type=probability, default=0.0)
+    group.add_argument("--color-jitter", type=nonnegative_float, default=0.4)
     group.add_argument("--aa", default=None, metavar="POLICY", help="auto-augment policy, e.g. rand-m9-mstd0.5-inc1")
-    group.add_argument("--aug-repeats", type=float, default=0, help="repeated augmentation (timm RepeatAugSampler)")
-    group.add_argument("--reprob", type=float, default=0.0, help="random erasing probability")
+    group.add_argument("--aug-repeats", type=nonnegative_float, default=0,
+                       help="repeated augmentation (timm RepeatAugSampler)")
+    group.add_argument("--reprob", type=probability, default=0.0, help="random erasing probability")
     group.add_argument("--remode", default="pixel")
-    group.add_argument("--recount", type=int, default=1)
-    group.add_argument("--mixup", type=float, default=0.0)
-    group.add_argument("--cutmix", type=float, default=0.0)
-    group.add_argument("--cutmix-minmax", type=float, nargs="+", default=None)
-    group.add_argument("--mixup-prob", type=float, default=1.0)
-    group.add_argument("--mixup-switch-prob", type=float, default=0.5)
+    group.add_argument("--recount", type=positive_int, default=1)
+    group.add_argument("--mixup", type=nonnegative_float, default=0.0)
+    group.add_argument("--cutmix", type=nonnegative_float, default=0.0)
+    group.add_argument("--cutmix-minmax", type=probability, nargs="+", default=None)
+    group.add_argument("--mixup-prob", type=probability, default=1.0)
+    group.add_argument("--mixup-switch-prob", type=probability, default=0.5)
     group.add_argument("--mixup-mode", default="batch", choices=["batch", "pair", "elem"])
-    group.add_argument("--mixup-off-epoch", type=int, default=0)
-    group.add_argument("--smoothing", type=float, default=0.1)
+    group.add_argument("--mixup-off-epoch", type=nonnegative_int, default=0)
+    group.add_argument("--smoothing", type=probability, default=0.1)
     group.add_argument("--train-interpolation", default="random")
-    group.add_argument("--drop", type=float, default=0.0, help="dropout before the head")
-    group.add_argument("--drop-path", type=float, default=None, help="stochastic depth (model default if unset)")
+    group.add_argument("--drop", type=probability, default=0.0, help="dropout before the head")
+    group.add_argument("--drop-path", type=probability, default=None, help="stochastic depth (model default if unset)")
 
 
     group = parser.add_argument_group("evaluation")
@@ -135,9 +141,11 @@ def run(args: argparse.Namespace) -> int:
     from vitzoo.train.config import resolve_args
     from vitzoo.train.runtime import configure_logging, is_main_process
 
+    args = check_train_args(resolve_args(args))
+    check_model_kwargs(args.model, args.model_kwargs or {})
     is_main = is_main_process()
     configure_logging(is_main)
-    result = train_classifier(check_train_args(resolve_args(args)))
+    result = train_classifier(args)
     if not is_main:
         return 128 + result.stopped_by_signal if result.stopped_by_signal else 0
     stopped = report_stop("train", result)

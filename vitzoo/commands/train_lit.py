@@ -17,6 +17,8 @@ from typing import Optional
 
 from ._training import add_run_arguments, finish_parser, report_stop
 
+from ._types import nonnegative_float, positive_float
+
 HELP = "train LiT/DiT on cached latents (DiT loss, LiT inheritance + distillation; accelerate, exact resume)"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,12 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     teacher.add_argument("--inherit", default="none", choices=["none", "class2image", "text2image"],
                          help="initialise the student from the teacher's weights (class2image: the paper's rule)")
     teacher.add_argument("--distill", action="store_true", help="add LiT's distillation terms (needs --teacher)")
-    teacher.add_argument("--kd-noise-weight", type=float, default=0.5, help="lambda1 (paper: 0.5 class-conditional)")
-    teacher.add_argument("--kd-variance-weight", type=float, default=0.05, help="lambda2 (paper: 0.05)")
+    teacher.add_argument("--kd-noise-weight", type=nonnegative_float, default=0.5,
+                         help="lambda1 (paper: 0.5 class-conditional)")
+    teacher.add_argument("--kd-variance-weight", type=nonnegative_float, default=0.05, help="lambda2 (paper: 0.05)")
     teacher.add_argument("--kd-variance-target", default="raw", choices=["raw", "log_variance"])
     optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate, constant (DiT)")
-    optim.add_argument("--weight-decay", type=float, default=0.0)
+    optim.add_argument("--lr", type=positive_float, default=1e-4, help="AdamW learning rate, constant (DiT)")
+    optim.add_argument("--weight-decay", type=nonnegative_float, default=0.0)
     export = parser.add_argument_group("export")
     export.add_argument("--vae", default=None,
                      help="VAE for the exported pipeline (default: the one the cache was made with)")

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import argparse
 
+from ._models import check_model_kwargs
+from ._training import default_workers
+from ._types import nonnegative_int, positive_float, positive_int
+
 HELP = "evaluate a vitzoo or official checkpoint on an ImageFolder (top-1/top-5, loss, images/s; JSON)"
 
 
@@ -25,18 +29,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="use the model's pretrained cfg weights (downloads when the cfg has a URL)")
     parser.add_argument("--use-ema", action=argparse.BooleanOptionalAction, default=None,
                         help="for .state.pt: EMA or raw weights (default: what the run reported)")
-    parser.add_argument("--num-classes", type=int, default=None)
+    parser.add_argument("--num-classes", type=positive_int, default=None)
     parser.add_argument("--data-dir", metavar="DIR", default=None)
     parser.add_argument("--dataset", "-d", default="", choices=["", DIGITS_DATASET])
     parser.add_argument("--split", default="validation", help="split folder (validation also finds val/)")
-    parser.add_argument("-b", "--batch-size", type=int, default=256)
-    parser.add_argument("-j", "--workers", type=int, default=4)
-    parser.add_argument("--img-size", type=int, default=None, help="evaluate at this input side")
-    parser.add_argument("--input-size", type=int, nargs=3, default=None, metavar=("C", "H", "W"))
-    parser.add_argument("--crop-pct", type=float, default=None)
+    parser.add_argument("-b", "--batch-size", type=positive_int, default=256)
+    parser.add_argument("-j", "--workers", type=nonnegative_int, default=default_workers(),
+                        help="data loading processes (default: 4, at most the CPUs available)")
+    parser.add_argument("--img-size", type=positive_int, default=None, help="evaluate at this input side")
+    parser.add_argument("--input-size", type=positive_int, nargs=3, default=None, metavar=("C", "H", "W"))
+    parser.add_argument("--crop-pct", type=positive_float, default=None)
     parser.add_argument("--crop-mode", default=None)
     parser.add_argument("--mean", type=float, nargs="+", default=None)
-    parser.add_argument("--std", type=float, nargs="+", default=None)
+    parser.add_argument("--std", type=positive_float, nargs="+", default=None)
     parser.add_argument("--interpolation", default="")
     parser.add_argument("--amp", action="store_true", default=False)
     parser.add_argument("--amp-dtype", default="float16", choices=["float16", "bfloat16"])
@@ -51,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
     from vitzoo.train.evaluation import validate
     from vitzoo.train.runtime import configure_logging, is_main_process
 
+    if args.model:
+        check_model_kwargs(args.model, args.model_kwargs or {})
     is_main = is_main_process()
     configure_logging(is_main)
     result = validate(args)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 from PIL import Image
 from timm.data import ImageDataset
@@ -139,10 +139,15 @@ def check_image_folder(root: Union[str, Path], splits: Sequence[str] = ("train",
 
 
 class ImageFolderDataset(ImageDataset):
-    """timm's ``ImageDataset`` over one split folder that skips unreadable images and counts them.
+    """timm's ``ImageDataset`` over one split folder that skips unreadable images and names them.
 
-    An item is ``(image, target, skipped)``: ``skipped`` is how many unreadable files were passed over to
-    produce this sample. The index may be an ``int`` or an ``(index, seed)`` pair from
+    An item is ``(image, target, unreadable)``: ``unreadable`` is the tuple of indices of the unreadable files
+    passed over to produce this sample. For training (``substitute=True``) an unreadable file is replaced by
+    the next readable one, so batches stay full; for evaluation (``substitute=False``) it is not replaced:
+    the item holds a blank placeholder image that :meth:`collate` marks invalid, so no image is ever evaluated
+    in its place or twice. Counting the distinct indices counts files, however often they are read.
+
+    The index may be an ``int`` or an ``(index, seed)`` pair from
     :class:`~vitzoo.data.sampling.SeededSampler`; with a seed, the random transform runs under RNGs
     seeded from it, so augmentation depends on (seed, epoch, position) only and a resumed run repeats
     an uninterrupted one exactly, whatever the number of loader workers.
@@ -153,15 +158,17 @@ class ImageFolderDataset(ImageDataset):
             indices agree even when a class is missing there. None: built from the folder.
         transform: image transform (a timm transform).
         max_consecutive_failures: unreadable files in a row after which the data is declared damaged.
+        substitute: replace an unreadable file by the next readable one (training) or skip it (evaluation).
     """
 
     def __init__(self, folder: Union[str, Path], *, class_to_idx: Optional[dict[str, int]] = None,
-                 transform: Optional[Callable] = None, max_consecutive_failures: int = 50):
+                 transform: Optional[Callable] = None, max_consecutive_failures: int = 50, substitute: bool = True):
         super().__init__(str(folder), reader="", class_map=dict(class_to_idx) if class_to_idx else "",
                          transform=transform)
         if len(self.reader) == 0:
             raise DatasetError(f"no images found in {folder}")
         self.max_consecutive_failures = max_consecutive_failures
+        self.substitute = substitute
 
     @property
     def class_to_idx(self) -> dict[str, int]:
@@ -176,7 +183,7 @@ class ImageFolderDataset(ImageDataset):
 
     def __getitem__(self, item):
         index, seed = item if isinstance(item, tuple) else (item, None)
-        skipped = 0
+        unreadable: list[int] = []
         while True:
             path, target = self.reader.samples[index]
             try:
@@ -185,13 +192,30 @@ class ImageFolderDataset(ImageDataset):
                     image = raw.convert("RGB")
                 break
             except _DECODE_ERRORS as err:
-                skipped += 1
+                unreadable.append(index)
                 _logger.warning("skipping unreadable image %s: %s", path, err)
-                if skipped >= self.max_consecutive_failures:
-                    raise DatasetError(f"{skipped} unreadable images in a row (last: {path}); the dataset "
+                if not self.substitute:
+                    # a placeholder of the transform's output shape keeps the batch regular; collate() masks it
+                    image = Image.new("RGB", (8, 8))
+                    break
+                if len(unreadable) >= self.max_consecutive_failures:
+                    raise DatasetError(f"{len(unreadable)} unreadable images in a row (last: {path}); the dataset "
                                        f"looks damaged") from err
                 index = (index + 1) % len(self.reader)
         if self.transform is not None:
             with seeded_rng(seed):
                 image = self.transform(image)
-        return image, target, skipped
+        return image, target, tuple(unreadable)
+
+    def collate(self, items: list[tuple[Any, int, tuple[int, ...]]]) -> tuple[Any, Any, list[int], Any]:
+        """Batch items as ``(images, targets, unreadable, valid)``: ``unreadable`` lists the indices of the
+        unreadable files met while making the batch; ``valid`` is False for the placeholders of an evaluation
+        dataset (``substitute=False``), True everywhere else."""
+        import torch
+        from torch.utils.data import default_collate
+
+        images, targets = default_collate([(image, target) for image, target, _ in items])
+        unreadable = [index for _, _, indices in items for index in indices]
+        valid = torch.tensor([self.substitute or not indices for _, _, indices in items])
+        return images, targets, unreadable, valid
+

@@ -137,7 +137,10 @@ class ClassificationEngine(Engine):
             std=config["std"], crop_pct=config["crop_pct"], crop_mode=config.get("crop_mode"),
         )
         self.train_set = ImageFolderDataset(train_dir, transform=train_tf)
-        self.val_set = ImageFolderDataset(val_dir, class_to_idx=self.train_set.class_to_idx, transform=eval_tf)
+        self.collate_fn = self.train_set.collate
+        self.val_set = ImageFolderDataset(val_dir, class_to_idx=self.train_set.class_to_idx, transform=eval_tf,
+                                          substitute=False)
+        self._unreadable: set[int] = set()  # training files found unreadable this epoch, each counted once
         if args.aug_repeats:
             from timm.data.distributed_sampler import RepeatAugSampler
 
@@ -175,7 +178,7 @@ class ClassificationEngine(Engine):
         self.scheduler, self.num_epochs = create_scheduler_v2(self.optimizer, **scheduler_kwargs(args),
                                                               updates_per_epoch=trainer.updates_per_epoch)
         loader = DataLoader(self.val_set, batch_size=args.validation_batch_size or args.batch_size, shuffle=False,
-                            num_workers=args.workers, pin_memory=args.pin_mem,
+                            num_workers=args.workers, pin_memory=args.pin_mem, collate_fn=self.val_set.collate,
                             generator=torch.Generator().manual_seed(args.seed))
         self.val_loader = trainer.accelerator.prepare(loader)
         _logger.info("model %s (%.2f M params), %d classes, %d train / %d val images, global batch %d, lr %.3g, "
@@ -192,11 +195,15 @@ class ClassificationEngine(Engine):
                 "weights": "ema" if self.args.model_ema else "model"}
 
     def start_epoch(self, epoch: int) -> None:
+        self._unreadable = set()
         if self.mixup is not None and self.args.mixup_off_epoch and epoch >= self.args.mixup_off_epoch:
             self.mixup.mixup_enabled = False
 
     def step(self, model, batch) -> StepResult:
-        images, targets, skipped = batch
+        images, targets, unreadable, _ = batch
+        # a file read again (repeated augmentation, the next sample's substitute) is counted once per epoch
+        new = set(unreadable) - self._unreadable
+        self._unreadable |= new
         device = self.accelerator.device
         images = images.to(device, non_blocking=True)
         targets = targets.to(device, non_blocking=True)
@@ -206,7 +213,7 @@ class ClassificationEngine(Engine):
             images, targets = self.mixup(images, targets)
         with self.accelerator.autocast():
             loss = self.criterion(model(images), targets)
-        return StepResult(loss=loss, samples=images.shape[0], skipped=skipped)
+        return StepResult(loss=loss, samples=images.shape[0], skipped=torch.tensor(float(len(new))))
 
     def evaluate(self, trainer: Trainer, epoch: int) -> dict[str, float]:
         channels_last = self.args.channels_last

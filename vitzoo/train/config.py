@@ -72,6 +72,15 @@ def _check_scalar(action: argparse.Action, source: str, key: str, value: Any) ->
             value = str(value)
         elif not isinstance(value, str):
             raise _type_error(source, key, value, "a string")
+    else:
+        # a checking type function (vitzoo.commands._types): the file's value passes the same check as a flag
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise _type_error(source, key, value, "a number")
+        try:
+            value = kind(str(value))
+        except (argparse.ArgumentTypeError, TypeError, ValueError) as err:
+            raise ConfigError(f"{source}: {key}={value!r} is not a valid value for --{key.replace('_', '-')} "
+                              f"({err})") from None
     if action.choices is not None and value not in action.choices:
         raise _type_error(source, key, value, f"one of {list(action.choices)}")
     return value

@@ -42,16 +42,22 @@ def evaluate(model: nn.Module, loader, accelerator, *, channels_last: bool = Fal
     """Top-1/top-5 (percent), mean cross-entropy, images/s and skipped files over a loader prepared by
     ``accelerator`` (sharded across processes; ``gather_for_metrics`` drops the padding duplicates).
 
-    Batches are ``(images, targets, skipped)`` as produced by :class:`~vitzoo.data.ImageFolderDataset`.
-    The throughput covers the whole loop, data loading included.
+    Batches are ``(images, targets, unreadable, valid)`` from an evaluation
+    :class:`~vitzoo.data.ImageFolderDataset` (``substitute=False``, ``collate_fn=dataset.collate``): an
+    unreadable file is not replaced by another image, it is left out of the metrics and counted once in
+    ``skipped`` (distinct files over all processes). The throughput covers the whole loop, data loading included.
     """
+    from accelerate.utils import gather_object
+
     model.eval()
-    correct1 = correct5 = skipped = 0
+    correct1 = correct5 = 0
     loss_sum, count = 0.0, 0
+    unreadable: set[int] = set()
     started = time.perf_counter()
-    for images, targets, batch_skipped in loader:
+    for images, targets, batch_unreadable, valid in loader:
         images = images.to(accelerator.device)
         targets = targets.to(accelerator.device)
+        valid = valid.to(accelerator.device)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with accelerator.autocast():
@@ -61,15 +67,18 @@ def evaluate(model: nn.Module, loader, accelerator, *, channels_last: bool = Fal
         topk = logits.topk(min(5, logits.shape[1]), dim=1).indices
         hit1 = topk[:, 0] == targets
         hit5 = (topk == targets[:, None]).any(dim=1)
-        hit1, hit5, losses, batch_skipped = accelerator.gather_for_metrics((hit1, hit5, losses, batch_skipped))
-        correct1 += int(hit1.sum())
-        correct5 += int(hit5.sum())
-        loss_sum += float(losses.double().sum())
-        skipped += int(batch_skipped.sum())
-        count += hit1.numel()
+        hit1, hit5, losses, valid = accelerator.gather_for_metrics((hit1, hit5, losses, valid))
+        correct1 += int(hit1[valid].sum())
+        correct5 += int(hit5[valid].sum())
+        loss_sum += float(losses[valid].double().sum())
+        count += int(valid.sum())
+        unreadable.update(batch_unreadable)
+    if accelerator.num_processes > 1:
+        unreadable = set().union(*gather_object([unreadable]))
+    skipped = len(unreadable)
     seconds = time.perf_counter() - started
     if count == 0:
-        raise ValueError("the evaluation loader produced no images")
+        raise ValueError(f"the evaluation loader produced no readable images ({skipped} unreadable)")
     return {"top1": 100.0 * correct1 / count, "top5": 100.0 * correct5 / count, "loss": loss_sum / count,
             "images": count, "seconds": seconds, "images_per_second": count / max(seconds, 1e-9), "skipped": skipped}
 
@@ -264,9 +273,9 @@ def validate(args: argparse.Namespace) -> dict[str, Any]:
                                  std=data_config["std"], crop_pct=data_config["crop_pct"],
                                  crop_mode=data_config.get("crop_mode"))
     dataset = ImageFolderDataset(folder, class_to_idx={name: i for i, name in enumerate(classes)},
-                                 transform=transform)
+                                 transform=transform, substitute=False)
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=args.workers,
-                        generator=torch.Generator().manual_seed(0))
+                        collate_fn=dataset.collate, generator=torch.Generator().manual_seed(0))
     model = model.to(accelerator.device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -321,9 +321,8 @@ class Trainer:
     def _accumulate_epoch(self) -> None:
         """Fold this process's running sums into the (all-process) epoch totals of :class:`Progress`."""
         sums = self._sums
-        totals = self.accelerator.reduce(
-            torch.stack([sums["loss"], sums["skipped"], torch.tensor(float(self._samples), device=sums["loss"].device)]),
-            reduction="sum")
+        samples = torch.tensor(float(self._samples), device=sums["loss"].device)
+        totals = self.accelerator.reduce(torch.stack([sums["loss"], sums["skipped"], samples]), reduction="sum")
         self.progress.epoch_loss_sum += float(totals[0])
         self.progress.epoch_samples += int(totals[2])
         self.progress.epoch_skipped += int(totals[1])
