@@ -118,21 +118,66 @@ def _is_state_dict(obj: Any) -> bool:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
 
 
+def _pickled_class(obj: _Inert) -> str:
+    return f"{type(obj).__module__[len('inert:'):]}.{type(obj).__name__}"
+
+
+def _is_pickled_module(obj: Any) -> bool:
+    # what torch.save(model) pickles: an nn.Module's __dict__, with its parameter and submodule tables
+    state = obj.__dict__.get("state") if isinstance(obj, _Inert) else None
+    return isinstance(state, Mapping) and "_parameters" in state and "_modules" in state
+
+
+def _describe(obj: Any) -> str:
+    """What a value in a checkpoint is, in words, for errors (a pickled class is named, never imported)."""
+    if _is_pickled_module(obj):
+        return f"pickled module object ({_pickled_class(obj)})"
+    if isinstance(obj, _Inert):
+        return f"pickled {_pickled_class(obj)} object"
+    return type(obj).__name__
+
+
+def _not_weights(obj: Any) -> Optional[str]:
+    """Why ``obj`` is not a state dict when it was clearly meant to be one (a pickled module, or a
+    string-keyed mapping whose tensors sit next to a few other values); None otherwise."""
+    if _is_pickled_module(obj):
+        return (f"a {_describe(obj)}, not a state dict; vitzoo reads weights only and never imports the pickled "
+                "class: save a state dict with torch.save(model.state_dict(), path)")
+    if isinstance(obj, Mapping) and obj and all(isinstance(k, str) for k in obj):
+        others = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+        if len(others) < len(obj):
+            shown = ", ".join(f"{k!r} ({_describe(obj[k])})" for k in others[:4])
+            more = f" and {len(others) - 4} more" if len(others) > 4 else ""
+            return (f"a state dict with {len(others)} non-tensor entr{'y' if len(others) == 1 else 'ies'}: "
+                    f"{shown}{more}; every value of a state dict must be a tensor")
+    return None
+
+
 def select_state_dict(checkpoint: Any, keys: Iterable[str] = DEFAULT_WEIGHT_KEYS) -> dict[str, torch.Tensor]:
     """The weights inside a checkpoint container: the first of ``keys`` that holds tensors, else the
-    container itself when it is a flat tensor dict. A ``module.`` prefix (DDP) is removed."""
+    container itself when it is a flat tensor dict. A ``module.`` prefix (DDP) is removed.
+
+    Raises :class:`CheckpointError` naming what was found instead: a pickled module object
+    (``torch.save(model)``), a state dict with non-tensor entries, or the container's keys."""
     if _is_state_dict(checkpoint):
-        state_dict = checkpoint
-    else:
-        if not isinstance(checkpoint, Mapping):
-            raise CheckpointError(f"expected a dict of weights, got a {type(checkpoint).__name__}")
-        found = [k for k in keys if _is_state_dict(checkpoint.get(k))]
-        if not found:
-            raise CheckpointError(
-                f"no weights under any of {list(keys)}; the checkpoint has top-level keys {sorted(map(str, checkpoint))[:12]}"
-            )
-        state_dict = checkpoint[found[0]]
-    return unwrap_state_dict(state_dict)
+        return unwrap_state_dict(checkpoint)
+    keys = list(keys)
+    if _is_pickled_module(checkpoint):
+        raise CheckpointError(f"the checkpoint is {_not_weights(checkpoint)}")
+    # a pickled dict subclass (a config node) keeps its items in the placeholder and is read as a dict
+    if not isinstance(checkpoint, Mapping) or (isinstance(checkpoint, _Inert) and not checkpoint):
+        raise CheckpointError(f"expected a dict of weights, got a {_describe(checkpoint)}")
+    found = [k for k in keys if _is_state_dict(checkpoint.get(k))]
+    if found:
+        return unwrap_state_dict(checkpoint[found[0]])
+    problems = [f"{k!r} holds {problem}" for k in keys if (problem := _not_weights(checkpoint.get(k)))]
+    if not problems and not any(k in checkpoint for k in keys) and (problem := _not_weights(checkpoint)):
+        problems = [f"the checkpoint is {problem}"]
+    if problems:
+        raise CheckpointError("; ".join(problems))
+    raise CheckpointError(
+        f"no weights under any of {keys}; the checkpoint has top-level keys {sorted(map(str, checkpoint))[:12]}"
+    )
 
 
 def unwrap_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -192,7 +237,10 @@ def load_pretrained_file(
     the weights with the family's ``weight_keys`` before the filter runs."""
     from timm.models import adapt_input_conv
 
-    state_dict = select_state_dict(read_checkpoint(path), weight_keys)
+    try:
+        state_dict = select_state_dict(read_checkpoint(path), weight_keys)
+    except CheckpointError as err:
+        raise CheckpointError(f"{path}: {err}") from None
     if filter_fn is not None:
         state_dict = filter_fn(state_dict, model)
     first_conv = pretrained_cfg.get("first_conv")
