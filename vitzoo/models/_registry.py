@@ -32,12 +32,24 @@ def model_family(name: str) -> str:
 
 
 def check_model_name(name: str) -> str:
-    """Strip a pretrained tag (``arch.tag``) and return the architecture, or raise listing close matches."""
+    """Strip a pretrained tag (``arch.tag``) and return the architecture, or raise ``ValueError`` listing close
+    names (an unknown architecture) or the architecture's tags (an unknown tag).
+
+    ``timm.create_model`` cannot say this itself: it raises a fixed ``RuntimeError('Unknown model (...)')``
+    after a plain registry lookup and offers no hook to extend the message, so vitzoo's entry points
+    (``vitzoo.create_model``, the ``vitzoo`` commands) call this first."""
     arch = name.split(".", 1)[0]
     if arch not in _FAMILY_OF:
         close = difflib.get_close_matches(arch, list(_FAMILY_OF), n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(close)}?" if close else " See vitzoo.list_models()."
         raise ValueError(f"unknown vitzoo model {name!r}.{hint}")
+    tag = name[len(arch) + 1:]
+    if tag:
+        from timm.models import get_arch_pretrained_cfgs
+
+        tags = sorted(full.split(".", 1)[-1] for full in get_arch_pretrained_cfgs(arch))
+        if tag not in tags:
+            raise ValueError(f"{arch} has no pretrained tag {tag!r}; its tags are {', '.join(tags) or 'none'}")
     return arch
 
 
