@@ -17,6 +17,7 @@ from timm.models._builder import resolve_pretrained_cfg
 
 from ._checkpoint import DEFAULT_WEIGHT_KEYS, load_pretrained_file
 from ._facts import paper_facts
+from ._helpers import check_image_size
 
 __all__ = ["build_vitzoo_model", "make_cfg", "PretrainedWeightsError"]
 
@@ -66,6 +67,13 @@ def build_vitzoo_model(
     overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
     pretrained_cfg = kwargs.pop("pretrained_cfg", None)
     feature_cfg = dict(feature_cfg or {})
+    if kwargs.get("img_size") is not None and "input_size" not in overlay:
+        # the cfg reports the size the model is built for (timm's data config reads it); channels stay the
+        # weights' own, which the loader compares with in_chans
+        height, width = check_image_size(kwargs["img_size"], model=variant)
+        channels = resolve_pretrained_cfg(variant, pretrained_cfg=pretrained_cfg,
+                                          pretrained_cfg_overlay=overlay).input_size[0]
+        overlay["input_size"] = (channels, height, width)
     file = overlay.get("file") if pretrained else None
     if pretrained and not file:
         resolved = resolve_pretrained_cfg(variant, pretrained_cfg=pretrained_cfg, pretrained_cfg_overlay=overlay)

@@ -27,7 +27,7 @@ from timm.models._manipulate import checkpoint
 from torch import nn
 
 from ..mixers import map_to_tokens, tokens_to_map
-from ._helpers import check_image_input
+from ._helpers import check_image_input, check_image_size
 
 __all__ = ["HierarchicalBackbone", "Stage", "MixerLayout", "classifier_head_keys", "expand_mixers", "per_stage",
            "stage_drop_path_rates", "stage_out_norms"]
@@ -148,6 +148,7 @@ class HierarchicalBackbone(nn.Module):
             out_norm_layer: Callable[[int], nn.Module] = partial(LayerNorm2d, eps=1e-5),
             num_features: Optional[int] = None,
             input_multiple: int = 1,
+            img_size: Union[int, tuple[int, int]] = 224,
     ) -> None:
         """Finish a family's ``__init__`` once ``self.stem`` and ``self.stages`` exist.
 
@@ -165,11 +166,15 @@ class HierarchicalBackbone(nn.Module):
             num_features: channels of ``forward_features`` when the family's final module changes them
                 (RAVLT's head projection); the last stage's width otherwise.
             input_multiple: inputs must have sides divisible by this (32 for the InLine backbones).
+            img_size: the construction (training) size, an int or (H, W), kept as ``self.img_size``; timm's
+                ``img_size`` argument, which every family takes. It must be a valid input size; families
+                whose layers depend on it check it first with :func:`check_image_size`.
         """
         _check_pool(global_pool, num_classes)
         if len(embed_dims) != len(self.stages) or len(reductions) != len(self.stages):
             raise ValueError(f"{model_name}: give one embed_dim and reduction per stage ({len(self.stages)})")
         self.model_name = model_name
+        self.img_size = check_image_size(img_size, multiple_of=input_multiple, model=model_name)
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.embed_dims = tuple(embed_dims)

@@ -18,7 +18,7 @@ import re
 from typing import Sequence, Union
 
 import torch
-from timm.layers import LayerNorm2d, to_2tuple
+from timm.layers import LayerNorm2d
 from timm.models import generate_default_cfgs
 from torch import nn
 
@@ -26,6 +26,7 @@ from ._builder import build_vitzoo_model
 from ._checkpoint import unwrap_state_dict
 from ._facts import register_paper_facts
 from ._factory import takes_device_dtype
+from ._helpers import check_image_size
 from ._hierarchical import (HierarchicalBackbone, MixerLayout, Stage, classifier_head_keys, expand_mixers,
                             stage_drop_path_rates)
 from ._inline_common import INLINE_INPUT_MULTIPLE, Block, init_weights, inline_cfg, inline_facts
@@ -94,7 +95,8 @@ class InLineCSwin(HierarchicalBackbone):
         self.mixers = tuple(tuple(n) for n in names)
         dims = [embed_dim * 2 ** i for i in range(4)]
         dpr = stage_drop_path_rates(drop_path_rate, depths)
-        base_resolution = min(to_2tuple(img_size)) // 4
+        img_size = check_image_size(img_size, multiple_of=INLINE_INPUT_MULTIPLE, model="InLine-CSwin")
+        base_resolution = min(img_size) // 4
         self.stem = ConvEmbed(in_chans, embed_dim, 7, 4, 2)
         stages = []
         for s in range(4):
@@ -113,7 +115,7 @@ class InLineCSwin(HierarchicalBackbone):
             stages.append(Stage(downsample, blocks))
         self.stages = nn.ModuleList(stages)
         self.init_backbone(embed_dims=dims, reductions=(4, 8, 16, 32), in_chans=in_chans, num_classes=num_classes,
-                           global_pool=global_pool, drop_rate=drop_rate, model_name="InLine-CSwin",
+                           global_pool=global_pool, drop_rate=drop_rate, model_name="InLine-CSwin", img_size=img_size,
                            norm=LayerNorm2d(dims[-1], eps=1e-5),
                            out_norms=out_norms, input_multiple=INLINE_INPUT_MULTIPLE)
         self.apply(init_weights)

@@ -34,6 +34,8 @@ CARDS = {"inline": "*"}
 class InLineDeiT(VzViT):
     """VzViT with ``mixer="inline"`` by default; every other argument is :class:`VzViT`'s."""
 
+    model_name = "InLine-DeiT"
+
     def __init__(self, *, mixer: Any = "inline", **kwargs: Any):
         super().__init__(mixer=mixer, **kwargs)
 

@@ -18,7 +18,7 @@ from functools import partial
 from typing import Sequence, Union
 
 import torch
-from timm.layers import to_2tuple, trunc_normal_
+from timm.layers import trunc_normal_
 from timm.models import generate_default_cfgs
 from torch import nn
 
@@ -28,6 +28,7 @@ from ._builder import build_vitzoo_model
 from ._checkpoint import CheckpointError, unwrap_state_dict
 from ._facts import register_paper_facts
 from ._factory import takes_device_dtype
+from ._helpers import check_image_size
 from ._hierarchical import (HierarchicalBackbone, MixerLayout, Stage, classifier_head_keys, expand_mixers,
                             stage_drop_path_rates)
 from ._inline_common import INLINE_INPUT_MULTIPLE, Block, init_weights, inline_cfg, inline_facts
@@ -109,7 +110,8 @@ class InLinePVT(HierarchicalBackbone):
         names = expand_mixers(mixers, depths)
         self.mixers = tuple(tuple(n) for n in names)
         dpr = stage_drop_path_rates(drop_path_rate, depths)
-        grid = tuple(s // 4 for s in to_2tuple(img_size))
+        img_size = check_image_size(img_size, multiple_of=INLINE_INPUT_MULTIPLE, model="InLine-PVT")
+        grid = (img_size[0] // 4, img_size[1] // 4)
         norm_layer = partial(nn.LayerNorm, eps=1e-6)
         stages = []
         for s in range(4):
@@ -125,7 +127,8 @@ class InLinePVT(HierarchicalBackbone):
         # PVT-v1 ends with a LayerNorm; InLine-PVT removed it
         self.init_backbone(embed_dims=embed_dims, reductions=(4, 8, 16, 32), in_chans=in_chans,
                            num_classes=num_classes, global_pool=global_pool, drop_rate=drop_rate,
-                           model_name="InLine-PVT", out_norms=out_norms, input_multiple=INLINE_INPUT_MULTIPLE)
+                           model_name="InLine-PVT", img_size=img_size, out_norms=out_norms,
+                           input_multiple=INLINE_INPUT_MULTIPLE)
         for stage in self.stages:
             if not stage.pos_embed.is_meta:
                 trunc_normal_(stage.pos_embed, std=0.02)

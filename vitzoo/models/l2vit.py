@@ -139,6 +139,8 @@ class L2ViT(HierarchicalBackbone):
     """L²ViT backbone and classifier.
 
     Args:
+        img_size: training size (an int or (H, W)), reported as the cfg's ``input_size``; any input size
+            works (the stem, downsamplers and windows pad).
         in_chans: input channels.
         num_classes: classifier outputs; 0 for none.
         global_pool: ``"avg"`` (mean over tokens, as the official head) or ``""``.
@@ -162,6 +164,7 @@ class L2ViT(HierarchicalBackbone):
     @takes_device_dtype
     def __init__(
             self,
+            img_size: Union[int, tuple[int, int]] = 224,
             in_chans: int = 3,
             num_classes: int = 1000,
             global_pool: str = "avg",
@@ -208,7 +211,7 @@ class L2ViT(HierarchicalBackbone):
         self.init_backbone(
             embed_dims=dims, reductions=[4 * 2 ** i for i in range(num_stages)], in_chans=in_chans,
             num_classes=num_classes, global_pool=global_pool, drop_rate=drop_rate, model_name="l2vit",
-            norm=None if has_out_norms else LayerNorm2d(dims[-1], eps=1e-5), out_norms=out_norms,
+            norm=None if has_out_norms else LayerNorm2d(dims[-1], eps=1e-5), out_norms=out_norms, img_size=img_size,
         )
         # the classification file's init (the mmdet file uses kaiming for convs; it always starts from weights)
         self.apply(trunc_normal_init(types=(nn.Linear, nn.Conv2d)))
@@ -339,7 +342,8 @@ def l2vit_base(pretrained: bool = False, **kwargs) -> L2ViT:
 @register_model
 def l2vit_base_384(pretrained: bool = False, **kwargs) -> L2ViT:
     """L²ViT-B at 384 (the IN-22k -> 1k fine-tune): window 12."""
-    model_args = dict(depths=(2, 2, 18, 2), dims=(128, 256, 512, 1024), num_heads=(4, 8, 16, 32), window_size=12)
+    model_args = dict(img_size=384, depths=(2, 2, 18, 2), dims=(128, 256, 512, 1024), num_heads=(4, 8, 16, 32),
+                      window_size=12)
     return _create_l2vit("l2vit_base_384", pretrained, **dict(model_args, **kwargs))
 
 

@@ -133,6 +133,7 @@ class RAVLT(HierarchicalBackbone):
     """The RAVLT / MAViT backbone (timm model contract).
 
     Args:
+        img_size: training size (an int or (H, W)), reported as the cfg's ``input_size``; any input size works.
         in_chans: input channels.
         num_classes: classifier outputs; 0 for none.
         global_pool: ``"avg"`` or ``""`` (no pooling; then ``num_classes`` must be 0).
@@ -160,6 +161,7 @@ class RAVLT(HierarchicalBackbone):
     @takes_device_dtype
     def __init__(
             self,
+            img_size: Union[int, tuple[int, int]] = 224,
             in_chans: int = 3,
             num_classes: int = 1000,
             global_pool: str = "avg",
@@ -198,11 +200,13 @@ class RAVLT(HierarchicalBackbone):
         # 1×1 conv, BatchNorm (``norm``, the final module), swish
         self.proj = nn.Conv2d(embed_dims[-1], self.projection, 1) if self.projection else nn.Identity()
         self.act = nn.SiLU() if self.projection else nn.Identity()
+        # MAViT is this backbone with MALA mixers; errors name the paper's model
+        model_name = "MAViT" if any(name == "mala" for stage in self.mixers for name in stage) else "RAVLT"
         self.init_backbone(
             embed_dims=embed_dims, reductions=[4 * 2 ** i for i in range(num_stages)], in_chans=in_chans,
-            num_classes=num_classes, global_pool=global_pool, drop_rate=drop_rate, model_name=type(self).__name__,
+            num_classes=num_classes, global_pool=global_pool, drop_rate=drop_rate, model_name=model_name,
             norm=nn.BatchNorm2d(self.projection) if self.projection else None, out_norms=out_norms,
-            out_norm_layer=partial(LayerNorm2d, eps=1e-6), num_features=self.projection or None,
+            out_norm_layer=partial(LayerNorm2d, eps=1e-6), num_features=self.projection or None, img_size=img_size,
         )
         # official init: truncated normal (std .02) for every conv (here also the Linear layers that
         # replace its 1×1 convs), zero biases; norms keep PyTorch's defaults

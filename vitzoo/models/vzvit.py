@@ -24,7 +24,7 @@ from ..mixers import create_mixer
 from ._builder import build_vitzoo_model, make_cfg
 from ._checkpoint import unwrap_state_dict
 from ._factory import takes_device_dtype
-from ._helpers import check_image_input
+from ._helpers import check_image_input, check_image_size
 from ._registry import register_model
 
 __all__ = ["VzViT"]
@@ -77,6 +77,9 @@ class VzViT(nn.Module):
         drop_rate: dropout before the head. drop_path_rate: stochastic depth, linear over blocks.
     """
 
+    # the name input errors use; subclasses that are another paper's model give their own
+    model_name = "VzViT"
+
     @takes_device_dtype
     def __init__(
             self,
@@ -101,6 +104,7 @@ class VzViT(nn.Module):
             raise ValueError(f"global_pool must be 'token', 'avg' or '', got {global_pool!r}")
         if global_pool == "token" and not class_token:
             raise ValueError("global_pool='token' needs class_token=True")
+        img_size = check_image_size(img_size, multiple_of=patch_size, model=self.model_name)
         mixers = [mixer] * depth if isinstance(mixer, str) else list(mixer)
         if len(mixers) != depth:
             raise ValueError(f"got {len(mixers)} mixers for depth {depth}")
@@ -108,6 +112,7 @@ class VzViT(nn.Module):
         self.global_pool = global_pool
         self.in_chans = in_chans
         self.patch_size = patch_size
+        self.img_size = img_size
         self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
         self.num_prefix_tokens = 1 if class_token else 0
         self.mixers = tuple(mixers)
@@ -165,7 +170,8 @@ class VzViT(nn.Module):
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
 
     def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        check_image_input(x, self.in_chans, multiple_of=self.patch_size, min_size=self.patch_size, model="vzvit")
+        check_image_input(x, self.in_chans, multiple_of=self.patch_size, min_size=self.patch_size,
+                          model=self.model_name)
         x = self.patch_embed(x)  # [B, gh, gw, C]
         size = (x.shape[1], x.shape[2])
         pos_embed = resize_pos_embed(self.pos_embed, self.patch_embed.grid_size, size,
