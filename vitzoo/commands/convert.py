@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from ._types import positive_int
+from ._types import nonnegative_int
 
 HELP = "convert an official checkpoint (.pth) to vitzoo safetensors"
 
@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="registered vitzoo model, e.g. ravlt_s")
     parser.add_argument("checkpoint", help="official .pth / .pt / .safetensors file")
     parser.add_argument("output", help="output .safetensors path")
-    parser.add_argument("--num-classes", type=positive_int, default=None, help="classes of the checkpoint's head")
+    parser.add_argument("--num-classes", type=nonnegative_int, default=None,
+                        help="classes of the checkpoint's head (0: a headless backbone)")
     parser.add_argument("--model-kwargs", default="{}", help="JSON of extra constructor arguments")
 
 

@@ -79,11 +79,24 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A stream handler that writes to whatever ``sys.stderr`` is when a record is emitted, so replacing
+    stderr (pytest's capture, a tool redirecting it) never leaves it writing to a closed stream."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def configure_logging(is_main_process: bool = True, level: int = logging.INFO) -> None:
     """Log ``vitzoo`` messages to stderr: INFO on the main process, warnings only on the others."""
     logger = logging.getLogger("vitzoo")
     if not any(getattr(h, "_vitzoo", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
         handler._vitzoo = True
         logger.addHandler(handler)
