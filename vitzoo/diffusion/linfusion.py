@@ -399,9 +399,13 @@ def _read_checkpoint(source: Union[str, os.PathLike, Mapping[str, torch.Tensor]]
         if re.fullmatch(r"[\w.-]+/[\w.-]+", str(source)):
             from huggingface_hub import snapshot_download
 
-            path = Path(snapshot_download(str(source), allow_patterns=["config.json", "*.safetensors"]))
+            from .hub import hub_errors
+
+            with hub_errors(str(source), what="LinFusion checkpoint"):
+                path = Path(snapshot_download(str(source), allow_patterns=["config.json", "*.safetensors"]))
         else:
-            raise FileNotFoundError(f"LinFusion checkpoint {source} does not exist")
+            raise FileNotFoundError(f"LinFusion checkpoint {source} does not exist (expected a directory, a "
+                                    ".safetensors/.pt/.bin file or a hub id owner/name)")
     config = None
     if path.is_dir():
         config = path / "config.json"

@@ -22,16 +22,32 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from .._types import bounded_int, nonnegative_int, positive_float, positive_int
+
 HELP = ("LinFusion high-resolution text-to-image for SD-1.x/2.x: base pass + upscale/SDEdit stages up to 16K, "
         "tiled VAE, streamed PNG")
 
 TINY = "tiny-random"
+MULTIPLE = 8  # pixels per latent of every SD-1.x/2.x VAE (and of the tiny one): sides must be multiples of it
+LINFUSION_CHOICES = "a directory, .safetensors file or hub id; 'auto', 'random' or 'none'"
+
+
+def strength(text: str) -> float:
+    """An SDEdit strength in (0, 1] (argparse ``type=``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a strength in (0, 1], got {text}")
+    return value
 
 
 def add_arguments(group: argparse._ArgumentGroup) -> None:
@@ -39,62 +55,148 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
                        help="LinFusion checkpoint: a directory, .safetensors file or hub id; 'auto' looks the base "
                             "model up; 'random' mounts fresh modules (timing only); 'none' keeps the original "
                             "attention")
-    group.add_argument("--base-size", type=int, default=None, help="long side of the base stage (default: native)")
-    group.add_argument("--strengths", type=float, nargs="+", default=None, help="SDEdit strength per upscale stage")
-    group.add_argument("--upscale-strength", type=float, default=0.4,
+    group.add_argument("--base-size", type=positive_int, default=None,
+                       help="long side of the base stage (default: native)")
+    group.add_argument("--strengths", type=strength, nargs="+", default=None, help="SDEdit strength per upscale stage")
+    group.add_argument("--upscale-strength", type=strength, default=0.4,
                        help="first upscale stage's strength, later ones fall linearly to 0 (0.4: SD-1.5 recipe)")
-    group.add_argument("--vae-tile-size", type=int, default=None, help="VAE tile size in pixels")
-    group.add_argument("--ff-chunks", type=int, default=16, help="token chunks of each feed-forward (1: off)")
-    group.add_argument("--unet-batch-size", type=int, default=1, help="samples per UNet call (0: whole guidance batch)")
+    group.add_argument("--vae-tile-size", type=positive_int, default=None,
+                       help="VAE tile size in pixels (a multiple of 8)")
+    group.add_argument("--ff-chunks", type=positive_int, default=16, help="token chunks of each feed-forward (1: off)")
+    group.add_argument("--unet-batch-size", type=nonnegative_int, default=1,
+                       help="samples per UNet call (0: whole guidance batch)")
     group.add_argument("--save-stages", default=None, help="directory for the images of earlier stages")
-    group.add_argument("--png-compress-level", type=int, default=6)
+    group.add_argument("--png-compress-level", type=bounded_int(0, 9), default=6, help="zlib level 0-9")
     group.add_argument("--stats-json", default=None, help="write wall time and peak memory of the run here")
-    group.add_argument("--sweep", type=int, nargs="+", default=None,
+    group.add_argument("--sweep", type=positive_int, nargs="+", default=None,
                        help="square resolutions to time, each in a fresh process (writes --sweep-out.csv/.png)")
     group.add_argument("--sweep-attention", nargs="+", default=["random", "none"],
                        help="--linfusion values to sweep ('none' = original attention)")
     group.add_argument("--sweep-out", default="bench/linfusion_highres", help="file stem of the sweep's CSV/PNG")
-    group.add_argument("--sweep-timeout", type=float, default=1800.0, help="seconds per sweep run")
+    group.add_argument("--sweep-timeout", type=positive_float, default=1800.0, help="seconds per sweep run")
+
+
+def _linfusion_source(value: str, model: str, flag: str = "--linfusion"):
+    """What ``LinFusion.construct_for(pretrained=...)`` gets for a ``--linfusion`` value; None for 'none'."""
+    if value == "none":
+        return None
+    if value == "random":
+        return False
+    if value == "auto":
+        from vitzoo.diffusion.linfusion import KNOWN_CHECKPOINTS
+
+        if model not in KNOWN_CHECKPOINTS:
+            raise ValueError(
+                f"{flag} auto knows no LinFusion checkpoint for --model {model}; give {flag} <directory, "
+                ".safetensors file or hub id>, 'random' (fresh modules, for timing) or 'none' (the original "
+                f"attention). 'auto' knows: {', '.join(sorted(KNOWN_CHECKPOINTS))}")
+        return KNOWN_CHECKPOINTS[model]
+    if not Path(value).exists() and not re.fullmatch(r"[\w.-]+/[\w.-]+", value):
+        raise FileNotFoundError(f"{flag} {value}: no such directory or file, nor a hub id owner/name; "
+                                f"expected {LINFUSION_CHOICES}")
+    return value
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse, before anything is loaded, every flag value this pipeline cannot honour (ValueError naming it)."""
+    from . import DEFAULT_OUTPUT, scheduler_class
+
+    if args.model is None:
+        raise ValueError("--model is required: a Stable Diffusion directory or hub id, or 'tiny-random'")
+    sizes = [("--height", args.height), ("--width", args.width), ("--vae-tile-size", args.vae_tile_size)]
+    sizes += [("--sweep", size) for size in args.sweep or ()]
+    for flag, value in sizes:
+        if value is not None and value % MULTIPLE:
+            raise ValueError(f"{flag} {value} is not possible: Stable Diffusion's VAE needs multiples of {MULTIPLE} "
+                             f"pixels (e.g. {max(MULTIPLE, value // MULTIPLE * MULTIPLE)})")
+    guidance = 7.5 if args.guidance_scale is None else args.guidance_scale
+    if args.negative_prompt is not None and guidance <= 1:
+        raise ValueError(f"--negative-prompt needs guidance: --guidance-scale {guidance:g} (<= 1) turns "
+                         "classifier-free guidance off; give a scale > 1 (default 7.5) or omit --negative-prompt")
+    if args.scheduler:
+        scheduler_class(args.scheduler)
+    if args.sweep:
+        # a sweep sets size, attention and outputs of each run itself
+        given = [flag for flag, value, default in (
+            ("--height", args.height, None), ("--width", args.width, None), ("--output", args.output, DEFAULT_OUTPUT),
+            ("--stats-json", args.stats_json, None), ("--save-stages", args.save_stages, None),
+            ("--linfusion", args.linfusion, "auto")) if value != default]
+        if given:
+            raise ValueError(f"{', '.join(given)} cannot be combined with --sweep, which sets each run's size, "
+                             "attention (--sweep-attention) and outputs (--sweep-out)")
+        for value in args.sweep_attention:
+            _linfusion_source(value, args.model, "--sweep-attention")
+    else:
+        given = [flag for flag, value, default in (
+            ("--sweep-attention", args.sweep_attention, ["random", "none"]),
+            ("--sweep-out", args.sweep_out, "bench/linfusion_highres"), ("--sweep-timeout", args.sweep_timeout, 1800.0))
+            if value != default]
+        if given:
+            raise ValueError(f"{', '.join(given)} only apply with --sweep <sizes>")
+        _linfusion_source(args.linfusion, args.model)
 
 
 def build_pipeline(args: argparse.Namespace):
     """The HighResolutionPipeline of ``--model`` with ``--linfusion`` mounted; returns (pipe, linfusion or None)."""
     import torch
 
+    from vitzoo.diffusion.hub import hub_errors
     from vitzoo.diffusion.linfusion import LinFusion
     from vitzoo.diffusion.pipelines import HighResolutionPipeline
 
+    from . import resolve_device, scheduler_class
+
     if args.model is None:
         raise ValueError("--model is required: a Stable Diffusion directory or hub id, or 'tiny-random'")
+    pretrained = _linfusion_source(args.linfusion, args.model)
     dtype = getattr(torch, args.dtype)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     if args.model == TINY:
         from vitzoo.testing.tiny_diffusion import tiny_stable_diffusion
 
         pipe = tiny_stable_diffusion(seed=args.seed, pipeline_class=HighResolutionPipeline)
-    elif Path(args.model).suffix in (".safetensors", ".ckpt"):
-        pipe = HighResolutionPipeline.from_single_file(args.model, torch_dtype=dtype)
+        if dtype != torch.float32:
+            # each module cast by torch: ModelMixin.to / pipe.to(dtype) log "should be kept in float32: []" per model
+            for component in pipe.components.values():
+                if isinstance(component, torch.nn.Module):
+                    torch.nn.Module.to(component, dtype=dtype)
     else:
-        pipe = HighResolutionPipeline.from_pretrained(args.model, torch_dtype=dtype, safety_checker=None,
-                                                      requires_safety_checker=False)
+        with hub_errors(args.model, what="--model"):
+            if Path(args.model).suffix in (".safetensors", ".ckpt"):
+                pipe = HighResolutionPipeline.from_single_file(args.model, dtype=dtype)
+            else:
+                pipe = HighResolutionPipeline.from_pretrained(args.model, dtype=dtype, safety_checker=None,
+                                                              requires_safety_checker=False)
     if args.scheduler:
-        import diffusers
-
-        if not hasattr(diffusers, args.scheduler):
-            raise ValueError(f"diffusers has no scheduler {args.scheduler!r}")
-        pipe.scheduler = getattr(diffusers, args.scheduler).from_config(pipe.scheduler.config)
-    if args.model == TINY and dtype != torch.float32:
-        pipe = pipe.to(dtype=dtype)
+        pipe.scheduler = scheduler_class(args.scheduler).from_config(pipe.scheduler.config)
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=False)
     linfusion = None
-    if args.linfusion != "none":
-        pretrained = {"auto": None, "random": False}.get(args.linfusion, args.linfusion)
-        linfusion = LinFusion.construct_for(pipe, pretrained=pretrained)
+    if pretrained is not None:
+        with hub_errors(str(pretrained), what="--linfusion"):
+            linfusion = LinFusion.construct_for(pipe, pretrained=pretrained)
     return pipe, linfusion
 
 
+def _check_strengths(args: argparse.Namespace, pipe) -> None:
+    """``--strengths`` must give one strength per upscale stage of this target size."""
+    from vitzoo.diffusion.highres_vae import vae_scale_factor
+    from vitzoo.diffusion.pipelines.pipeline_high_resolution import stage_sizes
+
+    if not args.strengths:
+        return
+    factor = vae_scale_factor(pipe.vae)
+    native = pipe.unet.config.sample_size * factor
+    height, width = args.height or native, args.width or native
+    sizes = stage_sizes(height, width, args.base_size or native, factor)
+    if len(args.strengths) != len(sizes) - 1:
+        raise ValueError(f"--strengths: {width}x{height} from a base of {args.base_size or native} px takes "
+                         f"{len(sizes) - 1} upscale stage(s) ({' -> '.join(f'{w}x{h}' for h, w in sizes)}), so give "
+                         f"{len(sizes) - 1} strength(s), got {len(args.strengths)}")
+
+
 def run(args: argparse.Namespace) -> int:
+    check_arguments(args)
     if args.sweep:
         return sweep(args)
     import torch
@@ -102,12 +204,14 @@ def run(args: argparse.Namespace) -> int:
     from vitzoo.benchmark import PeakMemory
 
     pipe, _ = build_pipeline(args)
+    _check_strengths(args, pipe)
+    steps = 50 if args.steps is None else args.steps
     device = pipe._execution_device
     generator = torch.Generator(device="cpu").manual_seed(args.seed)
     start = time.perf_counter()
     with PeakMemory(device) as memory:
         output = pipe(
-            args.prompt or "", height=args.height, width=args.width, num_inference_steps=args.steps or 50,
+            args.prompt or "", height=args.height, width=args.width, num_inference_steps=steps,
             guidance_scale=7.5 if args.guidance_scale is None else args.guidance_scale,
             negative_prompt=args.negative_prompt, generator=generator, base_size=args.base_size,
             strengths=args.strengths, upscale_strength=args.upscale_strength, vae_tile_size=args.vae_tile_size,
@@ -117,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     stats = {
         "height": output.stage_sizes[-1][0], "width": output.stage_sizes[-1][1], "stage_sizes": output.stage_sizes,
-        "model": args.model, "linfusion": args.linfusion, "steps": args.steps or 50, "device": str(device),
+        "model": args.model, "linfusion": args.linfusion, "steps": steps, "device": str(device),
         "dtype": args.dtype, "seconds": round(seconds, 2), "peak_mem_mb": round(memory.peak_mb, 1),
         "peak_rss_mb": round(PeakMemory._rss_kb("VmHWM") / 1024, 1) if device.type == "cpu" else None,
         "output": [str(p) for p in output.images],

@@ -15,7 +15,16 @@ import argparse
 import math
 from pathlib import Path
 
+from .._types import positive_int
+
 HELP = "class-conditional LiT/DiT samples (class ids or names) as a grid PNG"
+
+# common flags this pipeline cannot honour (refused by ``vitzoo generate``)
+UNUSED = {
+    "prompt": "LiT is class-conditional and takes no text prompt; give --class-labels (ids or names)",
+    "negative_prompt": "LiT is class-conditional and takes no negative prompt (its guidance is against the null "
+                       "class, set by --guidance-scale)",
+}
 
 DEFAULT_MODEL = "runs/lit_digits/pipeline"
 
@@ -23,10 +32,10 @@ DEFAULT_MODEL = "runs/lit_digits/pipeline"
 def add_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--class-labels", nargs="+", default=None,
                        help="class ids or names (default: every class of a model with at most 16)")
-    group.add_argument("--per-class", type=int, default=4, help="samples per class label (grid columns)")
-    group.add_argument("--images-per-call", type=int, default=64, help="images per pipeline call")
-    group.add_argument("--cell-size", type=int, default=64, help="minimum grid cell side in pixels (small images are "
-                                                                  "enlarged with nearest-neighbour)")
+    group.add_argument("--per-class", type=positive_int, default=4, help="samples per class label (grid columns)")
+    group.add_argument("--images-per-call", type=positive_int, default=64, help="images per pipeline call")
+    group.add_argument("--cell-size", type=positive_int, default=64,
+                       help="minimum grid cell side in pixels (small images are enlarged with nearest-neighbour)")
     group.add_argument("--classifier", default=None,
                        help="vitzoo classifier checkpoint (e.g. the digits run of `vitzoo train`): report how often it "
                             "recognises each requested class in the samples (class consistency), also as <output>.json")
@@ -35,6 +44,7 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
 def load_pipeline(model: str | None, device: str, dtype: str):
     """The saved ``LiTPipeline`` at ``model`` (default: the embedded digits run) on ``device``."""
     import torch
+    from diffusers.utils import logging as diffusers_logging
 
     from vitzoo.diffusion.pipelines import LiTPipeline
 
@@ -43,7 +53,16 @@ def load_pipeline(model: str | None, device: str, dtype: str):
         hint = (" Train the embedded default first: vitzoo train_lit -c configs/diffusion/lit_digits.yaml"
                 if model is None else "")
         raise FileNotFoundError(f"no LiTPipeline at {path} (expected model_index.json).{hint}")
-    return LiTPipeline.from_pretrained(path).to(device=device, dtype=getattr(torch, dtype))
+    # the dtype at load, not a later pipe.to(dtype): that warns "should be kept in float32: []" per model;
+    # no "Loading pipeline components" bar for a local pipeline that loads in a blink
+    shown = diffusers_logging.is_progress_bar_enabled()
+    diffusers_logging.disable_progress_bar()
+    try:
+        pipe = LiTPipeline.from_pretrained(path, dtype=getattr(torch, dtype))
+    finally:
+        if shown:
+            diffusers_logging.enable_progress_bar()
+    return pipe.to(device)
 
 
 def use_scheduler(pipe, name: str) -> None:
@@ -53,14 +72,11 @@ def use_scheduler(pipe, name: str) -> None:
     """
     import inspect
 
-    import diffusers
     from diffusers import DDPMScheduler
-    from diffusers.schedulers import SchedulerMixin
 
-    cls = getattr(diffusers, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, SchedulerMixin)):
-        raise ValueError(
-            f"{name!r} is not a diffusers scheduler class (e.g. DPMSolverMultistepScheduler, DDIMScheduler)")
+    from . import scheduler_class
+
+    cls = scheduler_class(name)
     overrides = {}
     if not issubclass(cls, DDPMScheduler) and "variance_type" in inspect.signature(cls.__init__).parameters:
         overrides["variance_type"] = None
@@ -131,25 +147,53 @@ def _classify(classifier_path: str, images, pipe) -> list[int]:
     return [to_pipeline[p] for p in classifier.predict(images).tolist()]
 
 
-def run(args: argparse.Namespace) -> int:
-    import torch
+def check_arguments(args: argparse.Namespace, pipe) -> tuple[list[int], float]:
+    """The class ids and guidance scale of the run; ValueError naming the flag for anything ``pipe`` cannot do."""
+    config = pipe.transformer.config
+    factor = pipe.vae_scale_factor
+    multiple, native = factor * config.patch_size, config.sample_size * factor
+    for flag, value in (("--height", args.height), ("--width", args.width)):
+        if value is not None and value % multiple:
+            raise ValueError(
+                f"{flag} {value} is not possible: this LiT pipeline generates sides that are multiples of {multiple} "
+                f"(VAE factor {factor} x patch size {config.patch_size}); it was trained at {native}x{native}, "
+                "the size it generates when --height/--width are omitted")
+    labels = args.class_labels
+    if labels is None:
+        if config.num_classes > 16:
+            raise ValueError(f"give --class-labels (ids or names): this model has {config.num_classes} classes")
+        labels = list(range(config.num_classes))
+    try:
+        ids = pipe.get_label_ids(labels)
+    except ValueError as err:
+        raise ValueError(f"--class-labels: {err}") from None
+    outside = [i for i in ids if not 0 <= i < config.num_classes]
+    if outside:
+        raise ValueError(f"--class-labels: class ids must lie in [0, {config.num_classes}), got {outside}")
+    guided = pipe.transformer.null_class_id is not None
+    guidance = (4.0 if guided else 1.0) if args.guidance_scale is None else args.guidance_scale
+    if guidance > 1 and not guided:
+        raise ValueError(f"--guidance-scale {guidance:g} needs a model trained with label dropout (a null class); "
+                         "this one has none: give --guidance-scale 1 or omit it")
+    if args.classifier and not Path(args.classifier).exists():
+        raise FileNotFoundError(f"--classifier {args.classifier}: no such checkpoint")
+    return ids, guidance
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+def run(args: argparse.Namespace) -> int:
+    from . import resolve_device
+
+    device = resolve_device(args.device)
     pipe = load_pipeline(args.model, device, args.dtype)
     pipe.set_progress_bar_config(disable=True)
     if args.scheduler:
         use_scheduler(pipe, args.scheduler)
-    labels = args.class_labels
-    if labels is None:
-        if pipe.transformer.config.num_classes > 16:
-            raise ValueError("give --class-labels (ids or names) for a model with more than 16 classes")
-        labels = list(range(pipe.transformer.config.num_classes))
-    steps = args.steps or 250
-    guidance = 4.0 if args.guidance_scale is None else args.guidance_scale
+    labels, guidance = check_arguments(args, pipe)
+    steps = 250 if args.steps is None else args.steps
     images, ids = generate_grid(pipe, labels, args.per_class, steps=steps, guidance_scale=guidance, seed=args.seed,
                                 height=args.height, width=args.width, batch_size=args.images_per_call)
     path = save_grid(images, args.per_class, args.output, args.cell_size)
-    print(f"wrote {path}: {len(ids)} samples of classes {sorted(set(ids))} "
+    print(f"wrote {path}: {len(ids)} samples of {images.shape[-1]}x{images.shape[-2]} px, classes {sorted(set(ids))} "
           f"({steps} steps of {type(pipe.scheduler).__name__}, guidance {guidance})")
     if args.classifier:
         import json
