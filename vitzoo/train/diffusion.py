@@ -155,7 +155,10 @@ class DiffusionEngine(Engine):
             from diffusers import AutoencoderKL
 
             name = self.args.vae or cache_vae.get("name")
-            vae = AutoencoderKL.from_pretrained(name) if name else AutoencoderKL.from_config(cache_vae["config"])
+            from ..diffusion.hub import hub_errors
+
+            with hub_errors(name or "", what="--vae"):
+                vae = AutoencoderKL.from_pretrained(name) if name else AutoencoderKL.from_config(cache_vae["config"])
             if not name:
                 _logger.warning("the cache does not name its VAE; the pipeline gets a VAE built from its config "
                                 "(random weights): pass --vae")

@@ -74,8 +74,11 @@ def load_text_to_image_pipeline(model: str, dtype: torch.dtype = torch.float32):
         from ..testing.tiny_diffusion import tiny_stable_diffusion
 
         return tiny_stable_diffusion().to(dtype=dtype)
-    pipe = DiffusionPipeline.from_pretrained(model, torch_dtype=dtype, safety_checker=None,
-                                             requires_safety_checker=False)
+    from ..diffusion.hub import hub_errors
+
+    with hub_errors(model, what="--model"):
+        pipe = DiffusionPipeline.from_pretrained(model, dtype=dtype, safety_checker=None,
+                                                 requires_safety_checker=False)
     if not hasattr(pipe, "unet") or not hasattr(pipe, "encode_prompt"):
         raise ValueError(f"{model} is a {type(pipe).__name__}; distillation needs a Stable Diffusion "
                          "text-to-image pipeline")
