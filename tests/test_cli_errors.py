@@ -68,6 +68,23 @@ def test_a_missing_resume_folder_names_that_folder_and_debug_shows_the_traceback
         assert result.returncode != 0 and "Traceback" in result.stderr and str(missing) in result.stderr
 
 
+def test_model_messages_name_the_family_and_the_checkpoint_problem(tmp_path):
+    import torch
+
+    assert_one_line_error(vitzoo("info", "inline_deit_tiny", "--img-size", "70", "64"),
+                          "vitzoo info: error:", "InLine-DeiT", "divisible by 16", "70x64")
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "module.pth")
+    assert_one_line_error(vitzoo("convert", "ravlt_t", str(tmp_path / "module.pth"), str(tmp_path / "o.safetensors")),
+                          "pickled module object", "torch.save(model.state_dict(), path)")
+    torch.save({"model": {"head.weight": torch.zeros(2, 2), "step": 3}}, tmp_path / "mixed.pth")
+    assert_one_line_error(vitzoo("convert", "ravlt_t", str(tmp_path / "mixed.pth"), str(tmp_path / "o.safetensors")),
+                          "non-tensor entry: 'step' (int)")
+    # RAVLT takes img_size like every timm model (it runs at any size)
+    result = vitzoo("bench", "--model", "ravlt_t:img_size=64", "--img-size", "64", "--iters", "1", "--max-seconds",
+                    "0.1", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-1000:]
+
+
 def test_normal_output_has_no_warnings_nobody_can_act_on():
     result = vitzoo("info", "vzvit_tiny", env={"PYTHONWARNINGS": "default"})
     assert result.returncode == 0 and "Warning" not in result.stderr, result.stderr
