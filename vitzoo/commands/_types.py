@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import Callable
 
-__all__ = ["bounded_int", "nonnegative_float", "nonnegative_int", "positive_float", "positive_int", "probability"]
+__all__ = ["bounded_int", "multiple_of", "nonnegative_float", "nonnegative_int", "positive_float", "positive_int",
+           "probability"]
 
 
 def _number(kind: type, text: str, expected: str):
@@ -69,4 +70,20 @@ def bounded_int(low: int, high: int) -> Callable[[str], int]:
         return value
 
     parse.__name__ = f"integer in [{low}, {high}]"
+    return parse
+
+
+def multiple_of(step: int, what: str = "") -> Callable[[str], int]:
+    """A positive integer multiple of ``step`` (``what`` says why, e.g. "the VAE's factor")."""
+    reason = f" ({what})" if what else ""
+
+    def parse(text: str) -> int:
+        value = positive_int(text)
+        if value % step:
+            below = max(step, value // step * step)
+            raise argparse.ArgumentTypeError(f"expected a positive multiple of {step}{reason}, got {text} "
+                                             f"(e.g. {below})")
+        return value
+
+    parse.__name__ = f"multiple of {step}"
     return parse

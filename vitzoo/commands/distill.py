@@ -17,7 +17,7 @@ from typing import Optional
 
 from ._training import add_run_arguments, finish_parser, report_stop
 
-from ._types import nonnegative_float, positive_float, positive_int, probability
+from ._types import multiple_of, nonnegative_float, positive_float, positive_int, probability
 
 HELP = "distil linear attention into a diffusers Stable Diffusion UNet (--method linfusion); accelerate multi-GPU"
 
@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model", default=None,
                        help="diffusers SD-1.x/2.x/XL pipeline directory or hub id ('tiny-random': offline toy)")
     group.add_argument("--data-dir", default=None, help="image-caption folder (image + same-stem .txt)")
-    group.add_argument("--resolution", type=positive_int, default=512)
+    group.add_argument("--resolution", type=multiple_of(8, "the VAE's factor"), default=512)
     group.add_argument("--resize", choices=["stretch", "center-crop"], default="stretch",
                        help="stretch: SD-1.5/2.1 recipe (no crop); center-crop: SD-XL recipe")
     group.add_argument("--lr", type=positive_float, default=1e-4)
