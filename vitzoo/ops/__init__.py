@@ -4,6 +4,14 @@
 """
 
 from ._backend import get_backend, set_backend
+from .additive_recurrence import (
+    additive_recurrence,
+    additive_recurrence_naive,
+    additive_recurrence_state,
+    additive_recurrence_state_naive,
+    lightnet_attention,
+    lightnet_attention_naive,
+)
 from .feature_maps import FEATURE_MAPS, get_feature_map
 from .linear_attention import linear_attention, linear_attention_naive
 from .rope import rope_2d, rope_2d_frequencies, rope_2d_naive, rope_2d_tables
@@ -19,8 +27,14 @@ from .window_attention import (
 
 __all__ = [
     "FEATURE_MAPS",
+    "additive_recurrence",
+    "additive_recurrence_naive",
+    "additive_recurrence_state",
+    "additive_recurrence_state_naive",
     "get_backend",
     "get_feature_map",
+    "lightnet_attention",
+    "lightnet_attention_naive",
     "linear_attention",
     "linear_attention_naive",
     "relative_position_index",
