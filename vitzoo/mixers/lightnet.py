@@ -1,0 +1,177 @@
+"""LightNet attention (LNA): linear attention whose keys are a softmax over tokens, so one scan is global.
+
+Paper: "You Only Scan Once: Efficient Multi-dimension Sequential Modeling with LightNet", Qin et al.,
+arXiv:2405.21022. The official repository (https://github.com/OpenNLPLab/LightNet) could not be obtained; both
+layouts follow the first author's own code (``../shared/specs/lightnet.md`` §3 and §9), re-implemented, not copied:
+
+- non-causal (images, the default): the layout of ``Doraemonzzz/notes`` ``script/lightnet_compile/test.py``
+  (spec §9): q = SiLU(x Wq), k = softmax over all tokens per key channel, o = q (kᵀ v), LayerNorm, times a low-rank
+  sigmoid gate of the mixer's input, output projection. The additive recurrence gives this state in one scan
+  whatever the token order (:func:`vitzoo.ops.lightnet_attention`).
+- causal: ``LightNetAttention`` of ``Doraemonzzz/xmixers`` (commit a3e8681, spec §3) with its 1-D cosine LRPE
+  (``lrpe_type=4``), the virtual zero token of its log-sum-exp, the gate before its RMSNorm; it reproduces the golden
+  ``mixer_lightnet_attention_causal``.
+
+MD-LRPE (the paper's 2-D relative encoding on q and k) is not an option yet: its layer is still being written.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from timm.layers import register_notrace_function
+from torch import nn
+
+from ..ops import additive_recurrence, lightnet_attention
+from ._base import TokenMixer, check_heads, register_mixer
+
+__all__ = ["LightNetMixer", "lightnet_attention_from_author"]
+
+
+@register_mixer("lightnet")
+class LightNetMixer(TokenMixer):
+    """LightNet attention, Qin et al., arXiv:2405.21022. Linear in tokens.
+
+    Non-causal (default), per head with head width d and all N = prefix + H·W tokens:
+
+        o = SiLU(q) · Σ_s softmax_s(k)ᵀ v_s,   y = (LayerNorm(o) ⊙ σ(x W_u1 W_u2)) W_o
+
+    Prefix tokens take part in the global state like every other token, and the output does not depend on the
+    token order (there is no positional term in this mixer), so ``size`` is only checked.
+
+    With ``causal=True`` it is the first author's causal mixer exactly (xmixers ``LightNetAttention(D, h,
+    lrpe_type=4, bias=False)``): keys are a softmax over the prefix s ≤ t plus a virtual token of logit 0 and value
+    0, q and the key side carry the 1-D cosine LRPE of their position t (angles t·θ_j, θ_j = base^(-2j/d), j < d),
+    and y = (RMSNorm(o ⊙ σ(x W_u1 W_u2))) W_o with the author's RMSNorm sqrt(D)·u/sqrt(Σu² + eps)·w. The N tokens
+    (prefix included) are a 1-D sequence at positions 0..N-1; ``size`` is only checked. Author weights load with
+    :func:`lightnet_attention_from_author`.
+
+    Choices the spec leaves open, each an argument (the model card records what a model uses):
+
+    Args:
+        dim: token width D.
+        num_heads: heads; D must divide evenly (head width d = D / num_heads).
+        causal: the causal 1-D language-model mixer instead of the image layout.
+        bias: biases of the q/k/v/output projections and of the gate. ``None`` takes each layout's source:
+            True non-causal (the notes' ``bias=True``; the xgeners copy uses False), False causal (xmixers).
+        gate_rank: inner width of the low-rank gate W_u1 (D -> r), W_u2 (r -> D); ``None`` is the head width d, as
+            in both author codes.
+        norm_eps: eps of the LayerNorm (non-causal; torch's default, the notes do not set one) or of the author's
+            RMSNorm (causal; 1e-5 on Σu², as in xopes).
+        scale: non-causal only: scale q and kᵀv by 1/sqrt(d) each, as the xgeners copy does; the notes do not
+            scale. It changes the output only through the LayerNorm's eps.
+        lrpe_base: causal only: base of the 1-D LRPE frequencies (xmixers' ``base``).
+        proj_drop: dropout after the output projection.
+    """
+
+    complexity = "linear"
+
+    def __init__(
+            self,
+            dim: int,
+            num_heads: int = 8,
+            *,
+            causal: bool = False,
+            bias: Optional[bool] = None,
+            gate_rank: Optional[int] = None,
+            norm_eps: float = 1e-5,
+            scale: bool = False,
+            lrpe_base: float = 10000.0,
+            proj_drop: float = 0.0,
+    ):
+        super().__init__()
+        self.dim = dim
+        self.num_heads = num_heads
+        self.head_dim = check_heads(dim, num_heads)
+        if causal and scale:
+            raise ValueError("scale=True is the non-causal xgeners variant; the causal mixer has no such scaling")
+        self.causal = causal
+        self.bias = not causal if bias is None else bias
+        self.scale = scale
+        self.lrpe_base = lrpe_base
+        gate_rank = self.head_dim if gate_rank is None else gate_rank
+        # Separate q/k/v projections, named as in xmixers; the notes' fused to_qkv is the same map.
+        self.q_proj = nn.Linear(dim, dim, bias=self.bias)
+        self.k_proj = nn.Linear(dim, dim, bias=self.bias)
+        self.v_proj = nn.Linear(dim, dim, bias=self.bias)
+        self.output_gate = nn.Sequential(nn.Linear(dim, gate_rank, bias=self.bias),
+                                         nn.Linear(gate_rank, dim, bias=self.bias))
+        if causal:
+            # xopes' sqrt(D)·u / sqrt(Σu² + eps) equals u / sqrt(mean u² + eps / D): torch's RMSNorm with eps / D.
+            self.norm = nn.RMSNorm(dim, eps=norm_eps / dim)
+        else:
+            self.norm = nn.LayerNorm(dim, eps=norm_eps)
+        self.o_proj = nn.Linear(dim, dim, bias=self.bias)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int], *, num_prefix_tokens: int = 0) -> torch.Tensor:
+        self.check_tokens(x, size, num_prefix_tokens, self.dim)
+        batch, tokens, _ = x.shape
+        q, k, v = (proj(x).view(batch, tokens, self.num_heads, self.head_dim).transpose(1, 2)
+                   for proj in (self.q_proj, self.k_proj, self.v_proj))
+        q = F.silu(q)
+        gate = torch.sigmoid(self.output_gate(x))
+        if self.causal:
+            out = _causal_lrpe_attention(q, k, v, self.lrpe_base)
+            out = self.norm(out.transpose(1, 2).reshape(batch, tokens, self.dim) * gate)
+        else:
+            if self.scale:
+                # xgeners scales q and kᵀv by d^-1/2 each; the op is linear in q, so one factor 1/d does both.
+                q = q / self.head_dim
+            out = lightnet_attention(q, k, v, causal=False)
+            out = self.norm(out.transpose(1, 2).reshape(batch, tokens, self.dim)) * gate
+        return self.proj_drop(self.o_proj(out))
+
+    def extra_repr(self) -> str:
+        return f"causal={self.causal}, scale={self.scale}, " + super().extra_repr()
+
+
+def lrpe_theta(head_dim: int, base: float = 10000.0) -> torch.Tensor:
+    """The fixed 1-D cosine-LRPE frequencies θ_j = base^(-2j/d), j < d, float32 [d] (xmixers ``lrpe.theta``)."""
+    return base ** (-2 * torch.arange(head_dim, dtype=torch.float32) / head_dim)
+
+
+@register_notrace_function
+@torch.fx.wrap
+def _causal_lrpe_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, base: float) -> torch.Tensor:
+    """xmixers' causal LightNet attention [B, heads, N, d] -> [B, heads, N, d] (spec §3).
+
+    Its scan S_t = λ_t S_{t-1} + LRPE(k̄_t)ᵀ v_t with k̄_t = exp(k_t - z_t), z_t = log(1 + Σ_{s≤t} exp k_s),
+    λ_t = exp(z_{t-1} - z_t) unrolls to S_t = Σ_{s≤t} exp(k_s - z_t) [cos sθ, sin sθ] ⊗ v_s: the additive
+    recurrence with key [cos sθ, sin sθ], gate logits (k_s, k_s) and one leading token of logit 0 and value 0
+    (the "1 +"). An FX leaf because the positions come from the token count.
+    """
+    batch, heads, tokens, head_dim = q.shape
+    theta = lrpe_theta(head_dim, base).to(q.device)
+    angle = torch.arange(tokens, device=q.device, dtype=torch.float32)[:, None] * theta  # [N, d]
+    cos, sin = torch.cos(angle).to(q.dtype), torch.sin(angle).to(q.dtype)
+    query = torch.cat([q * cos, q * sin], dim=-1)  # [B, heads, N, 2d]
+    key = torch.cat([cos, sin], dim=-1).expand(batch, heads, tokens, 2 * head_dim)
+    logits = torch.cat([k, k], dim=-1)
+    # The virtual token only adds exp(0) to every normaliser; its query output is dropped.
+    query, key, logits, value = (F.pad(t, (0, 0, 1, 0)) for t in (query, key, logits, v))
+    return additive_recurrence(query, key, value, logits, causal=True)[:, :, 1:]
+
+
+def lightnet_attention_from_author(state_dict: dict[str, torch.Tensor], *,
+                                   base: float = 10000.0) -> dict[str, torch.Tensor]:
+    """An xmixers ``LightNetAttention`` state dict (``lrpe_type=4``, ``bias=False``) for ``LightNetMixer(causal=True)``.
+
+    The parameter names are the same; only ``lrpe.theta`` (a non-persistent buffer in xmixers, present in the
+    golden file) is dropped, after checking it is the fixed table :func:`lrpe_theta` vitzoo recomputes. Keys may
+    carry a prefix (``layers.0.token_mixer.lrpe.theta``); vitzoo-format weights pass through unchanged.
+    """
+    out = {}
+    for name, tensor in state_dict.items():
+        if name == "lrpe.theta" or name.endswith(".lrpe.theta"):
+            expected = lrpe_theta(tensor.shape[-1], base)
+            if not torch.allclose(tensor.float().reshape(-1, tensor.shape[-1]), expected.expand(
+                    math.prod(tensor.shape[:-1]), -1), rtol=1e-5, atol=0):
+                raise ValueError(f"{name} is not the fixed LRPE table base^(-2j/d) with base {base} and d "
+                                 f"{tensor.shape[-1]}; vitzoo does not learn θ")
+            continue
+        out[name] = tensor
+    return out
