@@ -5,6 +5,7 @@ timm.layers is used wherever it already has the piece; what lives here is what i
 
 from .conv import DepthwiseConv2d
 from .init import trunc_normal_init
+from .lightnet_pe import MdLrpeCosine, MdTpe, Tpe, md_lrpe_cosine
 from .local import ConvPosEnc, LocalConcentration
 from .shape import pad_to_multiple, resize_pos_embed
 
@@ -12,6 +13,10 @@ __all__ = [
     "ConvPosEnc",
     "DepthwiseConv2d",
     "LocalConcentration",
+    "MdLrpeCosine",
+    "MdTpe",
+    "Tpe",
+    "md_lrpe_cosine",
     "pad_to_multiple",
     "resize_pos_embed",
     "trunc_normal_init",
