@@ -12,7 +12,10 @@ layouts follow the first author's own code (``../shared/specs/lightnet.md`` §3 
   (``lrpe_type=4``), the virtual zero token of its log-sum-exp, the gate before its RMSNorm; it reproduces the golden
   ``mixer_lightnet_attention_causal``.
 
-MD-LRPE (the paper's 2-D relative encoding on q and k) is not an option yet: its layer is still being written.
+MD-LRPE (the paper's 2-D relative encoding on q and k, spec §1 and §4.2) is an option of the non-causal layout
+(``use_lrpe=True``), off by default: neither non-causal author code of spec §9 has it, and the spec leaves it on
+only where a model's config says so. It acts where the causal author code puts its 1-D LRPE (spec §3): on q and
+on the key side after the softmax over tokens.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import torch.nn.functional as F
 from timm.layers import register_notrace_function
 from torch import nn
 
+from ..layers.lightnet_pe import MdLrpeCosine
 from ..ops import additive_recurrence, lightnet_attention
 from ._base import TokenMixer, check_heads, register_mixer
 
@@ -39,8 +43,25 @@ class LightNetMixer(TokenMixer):
 
         o = SiLU(q) · Σ_s softmax_s(k)ᵀ v_s,   y = (LayerNorm(o) ⊙ σ(x W_u1 W_u2)) W_o
 
-    Prefix tokens take part in the global state like every other token, and the output does not depend on the
-    token order (there is no positional term in this mixer), so ``size`` is only checked.
+    Prefix tokens take part in the global state like every other token, and without ``use_lrpe`` the output does
+    not depend on the token order (there is no positional term), so ``size`` is only checked.
+
+    With ``use_lrpe=True`` (non-causal only) the cosine MD-LRPE of :func:`vitzoo.layers.lightnet_pe.md_lrpe_cosine`
+    over the H x W grid acts on q and on the softmax-normalised keys, as the causal author code orders LRPE and the
+    key normalisation (spec §3: LRPE after the key activation, as also in xopes' ``flao_al_non_causal``):
+
+        o_t = LRPE(q_t) · Σ_s LRPE(softmax_s(k))_sᵀ v_s
+            = Σ_s Σ_j q_tj softmax_s(k)_sj cos((p_t − p_s)·θ_j) v_s
+
+    LRPE(u) = [u cos(angle), u sin(angle)] doubles the key width, so the per-head state is [2d, d] instead of
+    [d, d]; v and the output keep width d. In the additive recurrence (k ≡ 1, g = key) this is the key
+    [cos(angle_s), sin(angle_s)] with gate logits (k_s, k_s): still one softmax over all tokens, now a linear
+    attention whose q·k similarity depends on the per-axis position differences. Prefix tokens have angle 0
+    (they become [u, 0]), so they carry no position. The frequencies are the persistent buffer ``lrpe.theta``
+    [1, e] of :class:`vitzoo.layers.lightnet_pe.MdLrpeCosine` (θ_j = lrpe_base^(−2j/e) per axis, e = ceil(d/2);
+    the official vision initialisation is unknown, spec §4.2). With LRPE the output depends on token positions:
+    permuting tokens no longer just permutes the output. No virtual zero token is added (the notes' softmax has
+    none; whether the official vision code keeps the causal "1 +" is unverified, spec §3).
 
     With ``causal=True`` it is the first author's causal mixer exactly (xmixers ``LightNetAttention(D, h,
     lrpe_type=4, bias=False)``): keys are a softmax over the prefix s ≤ t plus a virtual token of logit 0 and value
@@ -63,7 +84,11 @@ class LightNetMixer(TokenMixer):
             RMSNorm (causal; 1e-5 on Σu², as in xopes).
         scale: non-causal only: scale q and kᵀv by 1/sqrt(d) each, as the xgeners copy does; the notes do not
             scale. It changes the output only through the LayerNorm's eps.
-        lrpe_base: causal only: base of the 1-D LRPE frequencies (xmixers' ``base``).
+        use_lrpe: the relative positional encoding on q and k. ``None`` takes each layout's source: off
+            non-causal (the notes and xgeners have none; ``True`` adds the 2-D MD-LRPE described above), on causal
+            (xmixers' 1-D cosine LRPE, always present; ``False`` is rejected there).
+        lrpe_base: base of the LRPE frequencies: the 1-D table of the causal mixer (xmixers' ``base``) or the
+            per-axis MD-LRPE table of the non-causal mixer with ``use_lrpe=True``.
         proj_drop: dropout after the output projection.
     """
 
@@ -79,6 +104,7 @@ class LightNetMixer(TokenMixer):
             gate_rank: Optional[int] = None,
             norm_eps: float = 1e-5,
             scale: bool = False,
+            use_lrpe: Optional[bool] = None,
             lrpe_base: float = 10000.0,
             proj_drop: float = 0.0,
     ):
@@ -88,7 +114,11 @@ class LightNetMixer(TokenMixer):
         self.head_dim = check_heads(dim, num_heads)
         if causal and scale:
             raise ValueError("scale=True is the non-causal xgeners variant; the causal mixer has no such scaling")
+        if causal and use_lrpe is False:
+            raise ValueError("use_lrpe=False: the causal mixer is xmixers' LightNetAttention, which always carries "
+                             "its 1-D LRPE")
         self.causal = causal
+        self.use_lrpe = causal if use_lrpe is None else use_lrpe
         self.bias = not causal if bias is None else bias
         self.scale = scale
         self.lrpe_base = lrpe_base
@@ -105,6 +135,8 @@ class LightNetMixer(TokenMixer):
         else:
             self.norm = nn.LayerNorm(dim, eps=norm_eps)
         self.o_proj = nn.Linear(dim, dim, bias=self.bias)
+        # The causal 1-D LRPE recomputes its fixed table (xmixers' theta is non-persistent); the 2-D one is a module.
+        self.lrpe = MdLrpeCosine(self.head_dim, 2, base=lrpe_base) if self.use_lrpe and not causal else None
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int], *, num_prefix_tokens: int = 0) -> torch.Tensor:
@@ -121,12 +153,18 @@ class LightNetMixer(TokenMixer):
             if self.scale:
                 # xgeners scales q and kᵀv by d^-1/2 each; the op is linear in q, so one factor 1/d does both.
                 q = q / self.head_dim
-            out = lightnet_attention(q, k, v, causal=False)
+            if self.lrpe is None:
+                out = lightnet_attention(q, k, v, causal=False)
+            else:
+                # LRPE(softmax(k)) = softmax(k, k) ⊙ [cos, sin]: the positional key of the additive recurrence.
+                query = self.lrpe(q, size, num_prefix_tokens=num_prefix_tokens)  # [B, heads, N, 2d]
+                key = self.lrpe(torch.ones_like(k), size, num_prefix_tokens=num_prefix_tokens)
+                out = additive_recurrence(query, key, v, torch.cat([k, k], dim=-1), causal=False)
             out = self.norm(out.transpose(1, 2).reshape(batch, tokens, self.dim)) * gate
         return self.proj_drop(self.o_proj(out))
 
     def extra_repr(self) -> str:
-        return f"causal={self.causal}, scale={self.scale}, " + super().extra_repr()
+        return f"causal={self.causal}, use_lrpe={self.use_lrpe}, scale={self.scale}, " + super().extra_repr()
 
 
 def lrpe_theta(head_dim: int, base: float = 10000.0) -> torch.Tensor:
