@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import vitzoo
-from vitzoo.mixers.lightnet import LightNetMixer, lightnet_attention_from_author, lrpe_theta
+from vitzoo.mixers.lightnet import LightNetMixer
 
 from conftest import assert_exports_and_compiles, golden_case
 
@@ -84,14 +84,16 @@ def _randomize(mixer: torch.nn.Module) -> torch.nn.Module:
 
 
 def test_causal_matches_author_golden():
-    """xmixers LightNetAttention(32, 2, lrpe_type=4) weights load by name; output within 1e-4 in float32."""
+    """xmixers LightNetAttention(32, 2, lrpe_type=4) weights, lrpe.theta included, load by name with no mapping;
+    output within 1e-4 in float32."""
     case = golden_case("lightnet", "mixer_lightnet_attention_causal")
     kwargs = case.meta["kwargs"]
     mixer = vitzoo.create_mixer("lightnet", kwargs["embed_dim"], kwargs["num_heads"], causal=True,
                                 bias=kwargs["bias"], lrpe_base=kwargs["base"]).eval()
-    weights = lightnet_attention_from_author(dict(case.weights))
-    assert sorted(weights) == sorted(mixer.state_dict())
-    mixer.load_state_dict(weights)
+    assert sorted(case.weights) == sorted(mixer.state_dict())
+    # the default table is the author's fixed one
+    torch.testing.assert_close(mixer.lrpe.theta, case.weights["lrpe.theta"], atol=0, rtol=1e-6)
+    mixer.load_state_dict(dict(case.weights))
     x = case.io["in.x"]
     with torch.no_grad():
         out = mixer(x, (4, 4))
@@ -99,16 +101,6 @@ def test_causal_matches_author_golden():
     torch.testing.assert_close(gate, case.io["out.output_gate.out"], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out, case.io["out.o"], atol=1e-4, rtol=1e-4)
     assert sum(p.numel() for p in mixer.parameters()) == case.meta["num_params"]  # theta is a buffer
-
-
-def test_author_mapping_checks_theta_and_is_idempotent():
-    mixer = LightNetMixer(32, 2, causal=True)
-    author = dict(mixer.state_dict(), **{"lrpe.theta": lrpe_theta(16)[None]})
-    mapped = lightnet_attention_from_author(author)
-    assert sorted(mapped) == sorted(mixer.state_dict())
-    assert lightnet_attention_from_author(mapped).keys() == mapped.keys()
-    with pytest.raises(ValueError, match="layers.0.token_mixer.lrpe.theta is not the fixed LRPE table"):
-        lightnet_attention_from_author({"layers.0.token_mixer.lrpe.theta": lrpe_theta(16, 500.0)[None]})
 
 
 @pytest.mark.parametrize("size,prefix", [((3, 5), 0), ((4, 3), 1), ((2, 7), 2)], ids=["3x5", "4x3+cls", "2x7+2"])
@@ -250,8 +242,10 @@ def test_lrpe_makes_the_output_depend_on_position():
 
 def test_lrpe_options_and_state_dict():
     image, causal = LightNetMixer(32, 2), LightNetMixer(32, 2, causal=True)
-    assert not image.use_lrpe and image.lrpe is None and causal.use_lrpe and causal.lrpe is None
-    assert "lrpe.theta" not in image.state_dict() and "lrpe.theta" not in causal.state_dict()
+    assert not image.use_lrpe and image.lrpe is None and causal.use_lrpe and causal.lrpe.num_axes == 1
+    assert "lrpe.theta" not in image.state_dict() and tuple(causal.state_dict()["lrpe.theta"].shape) == (1, 16)
+    # the causal table is xmixers' fixed base^(-2j/d), j < d
+    torch.testing.assert_close(causal.lrpe.theta[0], 10000.0 ** (-2 * torch.arange(16.0) / 16))
     lrpe = LightNetMixer(32, 2, use_lrpe=True)
     assert sorted(lrpe.state_dict()) == sorted([*image.state_dict(), "lrpe.theta"])
     assert tuple(lrpe.lrpe.theta.shape) == (1, 8) and "use_lrpe=True" in repr(lrpe)

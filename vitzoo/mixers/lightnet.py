@@ -20,19 +20,17 @@ on the key side after the softmax over tokens.
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from timm.layers import register_notrace_function
 from torch import nn
 
 from ..layers.lightnet_pe import MdLrpeCosine
 from ..ops import additive_recurrence, lightnet_attention
 from ._base import TokenMixer, check_heads, register_mixer
 
-__all__ = ["LightNetMixer", "lightnet_attention_from_author"]
+__all__ = ["LightNetMixer"]
 
 
 @register_mixer("lightnet")
@@ -67,8 +65,10 @@ class LightNetMixer(TokenMixer):
     lrpe_type=4, bias=False)``): keys are a softmax over the prefix s ≤ t plus a virtual token of logit 0 and value
     0, q and the key side carry the 1-D cosine LRPE of their position t (angles t·θ_j, θ_j = base^(-2j/d), j < d),
     and y = (RMSNorm(o ⊙ σ(x W_u1 W_u2))) W_o with the author's RMSNorm sqrt(D)·u/sqrt(Σu² + eps)·w. The N tokens
-    (prefix included) are a 1-D sequence at positions 0..N-1; ``size`` is only checked. Author weights load with
-    :func:`lightnet_attention_from_author`.
+    (prefix included) are a 1-D sequence at positions 0..N-1; ``size`` is only checked. Both layouts encode positions
+    with the one cosine LRPE of :mod:`vitzoo.layers.lightnet_pe` (one axis of N positions causal, the H x W grid
+    non-causal); its frequencies are the persistent buffer ``lrpe.theta``, so the author's causal state dict
+    (which carries ``lrpe.theta`` [1, d]) loads as it is.
 
     Choices the spec leaves open, each an argument (the model card records what a model uses):
 
@@ -135,8 +135,9 @@ class LightNetMixer(TokenMixer):
         else:
             self.norm = nn.LayerNorm(dim, eps=norm_eps)
         self.o_proj = nn.Linear(dim, dim, bias=self.bias)
-        # The causal 1-D LRPE recomputes its fixed table (xmixers' theta is non-persistent); the 2-D one is a module.
-        self.lrpe = MdLrpeCosine(self.head_dim, 2, base=lrpe_base) if self.use_lrpe and not causal else None
+        # one LRPE module for both layouts: 1 axis (the token sequence) causal, 2 axes (the grid) non-causal; for one
+        # axis its table base^(-2j/d) is xmixers' fixed causal table
+        self.lrpe = MdLrpeCosine(self.head_dim, 1 if causal else 2, base=lrpe_base) if self.use_lrpe else None
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int], *, num_prefix_tokens: int = 0) -> torch.Tensor:
@@ -146,70 +147,29 @@ class LightNetMixer(TokenMixer):
                    for proj in (self.q_proj, self.k_proj, self.v_proj))
         q = F.silu(q)
         gate = torch.sigmoid(self.output_gate(x))
-        if self.causal:
-            out = _causal_lrpe_attention(q, k, v, self.lrpe_base)
-            out = self.norm(out.transpose(1, 2).reshape(batch, tokens, self.dim) * gate)
+        if self.scale:
+            # xgeners scales q and kᵀv by d^-1/2 each; the op is linear in q, so one factor 1/d does both.
+            q = q / self.head_dim
+        if self.lrpe is None:
+            out = lightnet_attention(q, k, v, causal=False)
         else:
-            if self.scale:
-                # xgeners scales q and kᵀv by d^-1/2 each; the op is linear in q, so one factor 1/d does both.
-                q = q / self.head_dim
-            if self.lrpe is None:
-                out = lightnet_attention(q, k, v, causal=False)
+            # the causal mixer reads the N tokens (prefix included) as positions 0..N-1 of one axis
+            positions, prefix = ((tokens,), 0) if self.causal else (size, num_prefix_tokens)
+            # LRPE(softmax(k)) = softmax(k, k) ⊙ [cos, sin]: the positional key of the additive recurrence
+            query = self.lrpe(q, positions, num_prefix_tokens=prefix)  # [B, heads, N, 2d]
+            key = self.lrpe(torch.ones_like(k), positions, num_prefix_tokens=prefix)
+            logits = torch.cat([k, k], dim=-1)
+            if self.causal:
+                # xmixers' "1 +" in the log-sum-exp: a leading token of logit 0 and value 0, its output dropped
+                query, key, logits, v = (F.pad(t, (0, 0, 1, 0)) for t in (query, key, logits, v))
+                out = additive_recurrence(query, key, v, logits, causal=True)[:, :, 1:]
             else:
-                # LRPE(softmax(k)) = softmax(k, k) ⊙ [cos, sin]: the positional key of the additive recurrence.
-                query = self.lrpe(q, size, num_prefix_tokens=num_prefix_tokens)  # [B, heads, N, 2d]
-                key = self.lrpe(torch.ones_like(k), size, num_prefix_tokens=num_prefix_tokens)
-                out = additive_recurrence(query, key, v, torch.cat([k, k], dim=-1), causal=False)
-            out = self.norm(out.transpose(1, 2).reshape(batch, tokens, self.dim)) * gate
+                out = additive_recurrence(query, key, v, logits, causal=False)
+        out = out.transpose(1, 2).reshape(batch, tokens, self.dim)
+        # xmixers gates before its RMSNorm; the image layout gates after its LayerNorm
+        out = self.norm(out * gate) if self.causal else self.norm(out) * gate
         return self.proj_drop(self.o_proj(out))
 
     def extra_repr(self) -> str:
         return f"causal={self.causal}, use_lrpe={self.use_lrpe}, scale={self.scale}, " + super().extra_repr()
 
-
-def lrpe_theta(head_dim: int, base: float = 10000.0) -> torch.Tensor:
-    """The fixed 1-D cosine-LRPE frequencies θ_j = base^(-2j/d), j < d, float32 [d] (xmixers ``lrpe.theta``)."""
-    return base ** (-2 * torch.arange(head_dim, dtype=torch.float32) / head_dim)
-
-
-@register_notrace_function
-@torch.fx.wrap
-def _causal_lrpe_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, base: float) -> torch.Tensor:
-    """xmixers' causal LightNet attention [B, heads, N, d] -> [B, heads, N, d] (spec §3).
-
-    Its scan S_t = λ_t S_{t-1} + LRPE(k̄_t)ᵀ v_t with k̄_t = exp(k_t - z_t), z_t = log(1 + Σ_{s≤t} exp k_s),
-    λ_t = exp(z_{t-1} - z_t) unrolls to S_t = Σ_{s≤t} exp(k_s - z_t) [cos sθ, sin sθ] ⊗ v_s: the additive
-    recurrence with key [cos sθ, sin sθ], gate logits (k_s, k_s) and one leading token of logit 0 and value 0
-    (the "1 +"). An FX leaf because the positions come from the token count.
-    """
-    batch, heads, tokens, head_dim = q.shape
-    theta = lrpe_theta(head_dim, base).to(q.device)
-    angle = torch.arange(tokens, device=q.device, dtype=torch.float32)[:, None] * theta  # [N, d]
-    cos, sin = torch.cos(angle).to(q.dtype), torch.sin(angle).to(q.dtype)
-    query = torch.cat([q * cos, q * sin], dim=-1)  # [B, heads, N, 2d]
-    key = torch.cat([cos, sin], dim=-1).expand(batch, heads, tokens, 2 * head_dim)
-    logits = torch.cat([k, k], dim=-1)
-    # The virtual token only adds exp(0) to every normaliser; its query output is dropped.
-    query, key, logits, value = (F.pad(t, (0, 0, 1, 0)) for t in (query, key, logits, v))
-    return additive_recurrence(query, key, value, logits, causal=True)[:, :, 1:]
-
-
-def lightnet_attention_from_author(state_dict: dict[str, torch.Tensor], *,
-                                   base: float = 10000.0) -> dict[str, torch.Tensor]:
-    """An xmixers ``LightNetAttention`` state dict (``lrpe_type=4``, ``bias=False``) for ``LightNetMixer(causal=True)``.
-
-    The parameter names are the same; only ``lrpe.theta`` (a non-persistent buffer in xmixers, present in the
-    golden file) is dropped, after checking it is the fixed table :func:`lrpe_theta` vitzoo recomputes. Keys may
-    carry a prefix (``layers.0.token_mixer.lrpe.theta``); vitzoo-format weights pass through unchanged.
-    """
-    out = {}
-    for name, tensor in state_dict.items():
-        if name == "lrpe.theta" or name.endswith(".lrpe.theta"):
-            expected = lrpe_theta(tensor.shape[-1], base)
-            if not torch.allclose(tensor.float().reshape(-1, tensor.shape[-1]), expected.expand(
-                    math.prod(tensor.shape[:-1]), -1), rtol=1e-5, atol=0):
-                raise ValueError(f"{name} is not the fixed LRPE table base^(-2j/d) with base {base} and d "
-                                 f"{tensor.shape[-1]}; vitzoo does not learn θ")
-            continue
-        out[name] = tensor
-    return out
