@@ -108,11 +108,6 @@ class ClassificationEngine(Engine):
         if self.num_classes < len(classes):
             raise DatasetError(f"--num-classes {self.num_classes} is smaller than the {len(classes)} classes in "
                                f"{train_dir}")
-        if state is not None:
-            # before building the model: a wrong resume fails fast
-            from .state import check_resume_compatible
-
-            check_resume_compatible(state.get("metadata", {}), self.identity(), args.resume)
         model = _create_model(args, self.num_classes, load_weights=state is None)
         self.data_config = resolve_data_config(vars(args), model=model)
         if args.grad_checkpointing:
