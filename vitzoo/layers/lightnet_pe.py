@@ -63,14 +63,15 @@ def _check_sequence(x: torch.Tensor, dim: int) -> None:
 def _check_grid_tokens(x: torch.Tensor, size: tuple[int, ...], dim: int, dims: tuple[int, ...]) -> None:
     """``ValueError`` unless x is [B, prod(size), dim] and every scan axis in ``dims`` is a grid axis of
     [B, *size, C]; an FX leaf."""
-    grid = " * ".join(str(int(s)) for s in size)
-    if x.dim() != 3 or x.shape[1] != math.prod(int(s) for s in size) or x.shape[2] != dim:
-        raise ValueError(f"expected grid tokens [B, {grid}, {dim}] for size {tuple(int(s) for s in size)}, "
-                         f"got {tuple(x.shape)}")
-    bad = [d for d in dims if not -(len(size) + 1) <= d <= -2]
+    # plain loops and lists only: torch.compile traces into this function and rejects generator expressions
+    sides = [int(s) for s in size]
+    grid = " * ".join([str(s) for s in sides])
+    if x.dim() != 3 or x.shape[1] != math.prod(sides) or x.shape[2] != dim:
+        raise ValueError(f"expected grid tokens [B, {grid}, {dim}] for size {tuple(sides)}, got {tuple(x.shape)}")
+    bad = [d for d in dims if not -(len(sides) + 1) <= d <= -2]
     if bad:
         raise ValueError(f"scan dims {bad} are not grid axes of [B, {grid}, C]: expected dims in "
-                         f"[-{len(size) + 1}, -2] for a {len(size)}-D size")
+                         f"[-{len(sides) + 1}, -2] for a {len(sides)}-D size")
 
 
 class _RmsNormXopes(nn.Module):

@@ -5,6 +5,10 @@ registered mixer (or a per-block list of them) into the same patch embed, cls to
 position embedding, pre-norm blocks and head, so mixers are compared under one backbone.
 Sizes follow DeiT (Touvron et al., "Training data-efficient image transformers", arXiv:2012.12877).
 With ``mixer="softmax"`` the state dict has timm's ViT key names, so DeiT weights load unchanged.
+
+The position encoding (``pos_embed``), channel mixer (``mlp_layer``), norm (``norm_layer``) and the place of the
+final norm (``fc_norm``) are arguments too, so other isotropic papers are configurations of this one class:
+LightNet (:mod:`vitzoo.models.lightnet`) is MD-TPE + GLU + RMSNorm + a pooled-feature norm.
 """
 
 from __future__ import annotations
@@ -12,14 +16,15 @@ from __future__ import annotations
 from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
-from timm.layers import (DropPath, LayerScale, Mlp, PatchEmbed, calculate_drop_path_rates, resample_abs_pos_embed,
-                         trunc_normal_)
+from timm.layers import (DropPath, LayerScale, Mlp, PatchEmbed, SwiGLU, calculate_drop_path_rates,
+                         resample_abs_pos_embed, trunc_normal_)
 from timm.models import generate_default_cfgs
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint
 from torch import nn
 
 from ..layers import resize_pos_embed
+from ..layers.lightnet_pe import MdTpe
 from ..mixers import create_mixer
 from ._builder import build_vitzoo_model, make_cfg
 from ._checkpoint import unwrap_state_dict
@@ -28,6 +33,29 @@ from ._helpers import check_image_input, check_image_size
 from ._registry import register_model
 
 __all__ = ["VzViT"]
+
+POS_EMBEDS = ("learn", "md_tpe", "none")
+MLP_LAYERS = ("mlp", "glu")
+NORM_LAYERS = ("layernorm", "rmsnorm")
+
+
+def _choice(name: str, value: str, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+    return value
+
+
+def make_norm(kind: str, dim: int) -> nn.Module:
+    """LayerNorm (DeiT, eps 1e-6) or RMSNorm with a weight (eps 1e-6; LightNet's team template)."""
+    return nn.LayerNorm(dim, eps=1e-6) if kind == "layernorm" else nn.RMSNorm(dim, eps=1e-6)
+
+
+def make_mlp(kind: str, dim: int, hidden: int) -> nn.Module:
+    """DeiT's GELU MLP (fc1, fc2 with biases) or the GLU ``w3(SiLU(w1 x) ⊙ w2 x)`` without biases (timm's
+    SwiGLU: ``fc1_g`` = w1, ``fc1_x`` = w2, ``fc2`` = w3), the channel mixer of LightNet (spec §5)."""
+    if kind == "mlp":
+        return Mlp(dim, hidden, act_layer=nn.GELU)
+    return SwiGLU(dim, hidden, bias=False)
 
 
 class Block(nn.Module):
@@ -42,7 +70,8 @@ class Block(nn.Module):
             mlp_ratio: float = 4.0,
             init_values: Optional[float] = None,
             drop_path: float = 0.0,
-            norm_layer: Callable[..., nn.Module] = nn.LayerNorm,
+            norm_layer: Callable[[int], nn.Module] = nn.LayerNorm,
+            mlp_layer: str = "mlp",
     ):
         super().__init__()
         self.norm1 = norm_layer(dim)
@@ -50,7 +79,7 @@ class Block(nn.Module):
         self.ls1 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = norm_layer(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU)
+        self.mlp = make_mlp(mlp_layer, dim, int(dim * mlp_ratio))
         self.ls2 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
@@ -73,6 +102,14 @@ class VzViT(nn.Module):
         mixer: a mixer name from ``vitzoo.list_mixers()``, or one name per block.
         mixer_kwargs: keyword arguments for every block's mixer.
         class_token: prepend a cls token (a prefix token for the mixers).
+        pos_embed: ``"learn"`` (DeiT's absolute embedding, resampled for other sizes), ``"md_tpe"`` (LightNet's
+            multi-dimensional Toeplitz encoding of the patch grid, :class:`vitzoo.layers.lightnet_pe.MdTpe`, whose
+            output replaces the embedding; the cls token is added after it) or ``"none"``.
+        mlp_layer: ``"mlp"`` (GELU MLP) or ``"glu"`` (SiLU-gated GLU without biases); hidden width
+            ``embed_dim * mlp_ratio``.
+        norm_layer: ``"layernorm"`` or ``"rmsnorm"``, for every block norm and the final norm.
+        fc_norm: put the final norm after pooling (timm's ``fc_norm``, in ``forward_head``) instead of on every
+            token in ``forward_features``.
         init_values: LayerScale init; None for no LayerScale (DeiT).
         drop_rate: dropout before the head. drop_path_rate: stochastic depth, linear over blocks.
     """
@@ -95,6 +132,10 @@ class VzViT(nn.Module):
             mixer: Union[str, Sequence[str]] = "softmax",
             mixer_kwargs: Optional[dict[str, Any]] = None,
             class_token: bool = True,
+            pos_embed: str = "learn",
+            mlp_layer: str = "mlp",
+            norm_layer: str = "layernorm",
+            fc_norm: bool = False,
             init_values: Optional[float] = None,
             drop_rate: float = 0.0,
             drop_path_rate: float = 0.0,
@@ -104,6 +145,9 @@ class VzViT(nn.Module):
             raise ValueError(f"global_pool must be 'token', 'avg' or '', got {global_pool!r}")
         if global_pool == "token" and not class_token:
             raise ValueError("global_pool='token' needs class_token=True")
+        self.pos_embed_kind = _choice("pos_embed", pos_embed, POS_EMBEDS)
+        _choice("mlp_layer", mlp_layer, MLP_LAYERS)
+        _choice("norm_layer", norm_layer, NORM_LAYERS)
         img_size = check_image_size(img_size, multiple_of=patch_size, model=self.model_name)
         mixers = [mixer] * depth if isinstance(mixer, str) else list(mixer)
         if len(mixers) != depth:
@@ -120,21 +164,29 @@ class VzViT(nn.Module):
 
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, output_fmt="NHWC", strict_img_size=False)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
-        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_prefix_tokens + self.patch_embed.num_patches, embed_dim))
+        self.pos_embed = (nn.Parameter(torch.zeros(1, self.num_prefix_tokens + self.patch_embed.num_patches,
+                                                   embed_dim)) if pos_embed == "learn" else None)
+        self.tpe = MdTpe(embed_dim, num_heads) if pos_embed == "md_tpe" else None
         dpr = calculate_drop_path_rates(drop_path_rate, depth)
         self.blocks = nn.ModuleList([
-            Block(embed_dim, num_heads, mixers[i], mixer_kwargs, mlp_ratio, init_values, dpr[i],
-                  norm_layer=lambda d: nn.LayerNorm(d, eps=1e-6))
+            Block(embed_dim, num_heads, mixers[i], self._block_mixer_kwargs(mixers[i], mixer_kwargs), mlp_ratio,
+                  init_values, dpr[i], norm_layer=lambda d: make_norm(norm_layer, d), mlp_layer=mlp_layer)
             for i in range(depth)
         ])
-        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.norm = nn.Identity() if fc_norm else make_norm(norm_layer, embed_dim)
+        self.fc_norm = make_norm(norm_layer, embed_dim) if fc_norm else nn.Identity()
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.feature_info = [dict(module=f"blocks.{i}", num_chs=embed_dim, reduction=patch_size) for i in range(depth)]
         self._init_weights()
 
+    def _block_mixer_kwargs(self, mixer: str, mixer_kwargs: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+        """The keyword arguments of one block's mixer; a subclass may add its own per mixer name."""
+        return mixer_kwargs
+
     def _init_weights(self) -> None:
-        trunc_normal_(self.pos_embed, std=0.02)
+        if self.pos_embed is not None:
+            trunc_normal_(self.pos_embed, std=0.02)
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=1e-6)
         for module in self.modules():
@@ -145,11 +197,12 @@ class VzViT(nn.Module):
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
-        return {"pos_embed", "cls_token"} if self.cls_token is not None else {"pos_embed"}
+        return {name for name in ("pos_embed", "cls_token") if getattr(self, name) is not None}
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict:
-        return dict(stem=r"^cls_token|^pos_embed|^patch_embed", blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))])
+        return dict(stem=r"^cls_token|^pos_embed|^patch_embed|^tpe",
+                    blocks=[(r"^blocks\.(\d+)", None), (r"^norm|^fc_norm", (99999,))])
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -174,12 +227,15 @@ class VzViT(nn.Module):
                           model=self.model_name)
         x = self.patch_embed(x)  # [B, gh, gw, C]
         size = (x.shape[1], x.shape[2])
-        pos_embed = resize_pos_embed(self.pos_embed, self.patch_embed.grid_size, size,
-                                     num_prefix_tokens=self.num_prefix_tokens)
         x = x.flatten(1, 2)
+        if self.tpe is not None:
+            x = self.tpe(x, size)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        return x + pos_embed, size
+        if self.pos_embed is not None:
+            x = x + resize_pos_embed(self.pos_embed, self.patch_embed.grid_size, size,
+                                     num_prefix_tokens=self.num_prefix_tokens)
+        return x, size
 
     def _run_block(self, block: nn.Module, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled():
@@ -197,7 +253,7 @@ class VzViT(nn.Module):
             x = x[:, 0]
         elif self.global_pool == "avg":
             x = x[:, self.num_prefix_tokens:].mean(dim=1)
-        x = self.head_drop(x)
+        x = self.head_drop(self.fc_norm(x))
         return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -256,7 +312,7 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: VzViT) -> d
     for key, value in unwrap_state_dict(state_dict).items():
         if key.startswith(("dist_token", "head_dist")) or key.endswith("relative_position_index"):
             continue
-        if key == "pos_embed" and value.shape != own["pos_embed"].shape:
+        if key == "pos_embed" and "pos_embed" in own and value.shape != own["pos_embed"].shape:
             value = resample_abs_pos_embed(value, new_size=model.patch_embed.grid_size,
                                            num_prefix_tokens=model.num_prefix_tokens)
         out[key] = value
