@@ -12,6 +12,7 @@ from .additive_recurrence import (
     lightnet_attention,
     lightnet_attention_naive,
 )
+from .decay_recurrence import decay_recurrence, decay_recurrence_naive
 from .feature_maps import FEATURE_MAPS, get_feature_map
 from .linear_attention import linear_attention, linear_attention_naive
 from .rope import rope_2d, rope_2d_frequencies, rope_2d_naive, rope_2d_tables
@@ -31,6 +32,8 @@ __all__ = [
     "additive_recurrence_naive",
     "additive_recurrence_state",
     "additive_recurrence_state_naive",
+    "decay_recurrence",
+    "decay_recurrence_naive",
     "get_backend",
     "get_feature_map",
     "lightnet_attention",
