@@ -19,7 +19,7 @@ LAYERS = [
     {"mixers"},
     {"models"},
     {"__init__"},  # `import vitzoo`: create_model, list_models, list_mixers
-    {"data", "diffusion"},
+    {"data", "diffusion", "detection"},
     {"testing"},
     {"train"},
     {"benchmark"},
