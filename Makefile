@@ -5,7 +5,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= dev
+EXTRAS ?= dev,detection
 STAMP := $(VENV)/.installed-$(EXTRAS)
 DEMO_DIR ?= runs
 
