@@ -182,14 +182,7 @@ def test_unknown_kind():
         build_detector("yolo", "ravlt_t", num_classes=3)
 
 
-# InLine-Swin/CSwin keep their final norm when built with out_norms (L²ViT drops it, as the official mmdet
-# backbones do), and the InLine families read no 'state_dict' container: their own detection backbone's
-# weights do not reload yet
-_INLINE_GAP = pytest.mark.xfail(raises=CheckpointError, strict=True,
-                                reason="InLine final norm kept with out_norms / no 'state_dict' weight key")
-ROUND_TRIP = [pytest.param(kind, name, layout, id=f"{kind}-{name}-{layout}",
-                           marks=_INLINE_GAP if (name in ("inline_swin_tiny", "inline_cswin_tiny") or
-                                                 (name == "inline_pvt_tiny" and layout == "mmdet")) else ())
+ROUND_TRIP = [pytest.param(kind, name, layout, id=f"{kind}-{name}-{layout}")
               for name in FAMILIES + ["resnet18"] for kind in ("retinanet",) for layout in ("mmdet", "plain")]
 ROUND_TRIP += [pytest.param("maskrcnn", "l2vit_tiny", "mmdet", id="maskrcnn-l2vit_tiny-mmdet")]
 

@@ -8,6 +8,7 @@ arXiv:2412.06590. Origin: https://github.com/LeapLabTHU/InLine (no license file;
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Optional, Sequence
 
 import torch
@@ -19,7 +20,10 @@ from ..mixers import create_mixer
 from ._builder import make_cfg
 from ._facts import PaperFacts
 
-__all__ = ["Block", "mixers_from_attn_type", "inline_cfg", "inline_facts", "init_weights", "INLINE_INPUT_MULTIPLE"]
+__all__ = ["Block", "mixers_from_attn_type", "inline_cfg", "inline_facts", "init_weights", "INLINE_INPUT_MULTIPLE",
+           "INLINE_WEIGHT_KEYS", "detection_weights"]
+
+_logger = logging.getLogger(__name__)
 
 PAPER_ID = "arXiv:2412.06590"
 ORIGIN_URL = "https://github.com/LeapLabTHU/InLine"
@@ -27,6 +31,9 @@ CHECKPOINT_URL = "https://cloud.tsinghua.edu.cn/f/{}/?dl=1"
 
 # every InLine backbone needs sides divisible by its total stride
 INLINE_INPUT_MULTIPLE = 32
+
+# after each family's own choice ('model' or 'state_dict_ema'): an mmdet / mmseg detector's 'state_dict'
+INLINE_WEIGHT_KEYS = ("state_dict",)
 
 
 def mixers_from_attn_type(attn_type: str, depths: Sequence[int], *, inline: str = "inline",
@@ -108,3 +115,20 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         x = x + self.drop_path1(self.attn(self.norm1(x), size))
         return x + self.drop_path2(self.mlp(self.norm2(x)))
+
+
+def detection_weights(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Classification weights made to fit a detection backbone (a model built with ``out_norms``).
+
+    The official repository has no detection code, so vitzoo's InLine detection backbones follow the
+    official RAVLT / L²ViT mmdet backbones: per-output norms and no final norm. A classification
+    checkpoint loaded into one drops its final ``norm.*`` and leaves the output norms at their initial
+    values (logged), as those backbones load ImageNet weights; a detection checkpoint passes unchanged.
+    """
+    if getattr(model, "out_norms", None) is None or any(key.startswith("out_norms.") for key in state_dict):
+        return state_dict
+    out = {key: value for key, value in state_dict.items() if not key.startswith("norm.")}
+    out.update({key: value for key, value in model.state_dict().items() if key.startswith("out_norms.")})
+    _logger.info("%s: classification weights into a detection backbone; its output norms keep their init",
+                 getattr(model, "model_name", type(model).__name__))
+    return out

@@ -28,8 +28,9 @@ from ._facts import register_paper_facts
 from ._factory import takes_device_dtype
 from ._helpers import check_image_size
 from ._hierarchical import (HierarchicalBackbone, MixerLayout, Stage, classifier_head_keys, expand_mixers,
-                            stage_drop_path_rates)
-from ._inline_common import INLINE_INPUT_MULTIPLE, Block, init_weights, inline_cfg, inline_facts
+                            stage_drop_path_rates, stage_out_norms)
+from ._inline_common import (INLINE_INPUT_MULTIPLE, INLINE_WEIGHT_KEYS, Block, detection_weights, init_weights,
+                             inline_cfg, inline_facts)
 from ._registry import register_model
 
 __all__ = ["InLineCSwin"]
@@ -67,7 +68,8 @@ class InLineCSwin(HierarchicalBackbone):
             residual + LePE, normalising inside the mixer) or ``"cswin"``.
         mlp_ratio, qkv_bias: MLP width ratio and qkv bias.
         drop_rate: dropout after the projections and before the head. drop_path_rate: stochastic depth.
-        out_norms: stages whose dense outputs get a LayerNorm (True for all), as detection backbones add.
+        out_norms: stages whose dense outputs get a LayerNorm (True for all), as detection backbones add;
+            with any, the final norm is dropped (the official RAVLT / L²ViT detection backbones have none).
     """
 
     @takes_device_dtype
@@ -116,7 +118,7 @@ class InLineCSwin(HierarchicalBackbone):
         self.stages = nn.ModuleList(stages)
         self.init_backbone(embed_dims=dims, reductions=(4, 8, 16, 32), in_chans=in_chans, num_classes=num_classes,
                            global_pool=global_pool, drop_rate=drop_rate, model_name="InLine-CSwin", img_size=img_size,
-                           norm=LayerNorm2d(dims[-1], eps=1e-5),
+                           norm=None if stage_out_norms(out_norms, 4) else LayerNorm2d(dims[-1], eps=1e-5),
                            out_norms=out_norms, input_multiple=INLINE_INPUT_MULTIPLE)
         self.apply(init_weights)
 
@@ -154,7 +156,7 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: InLineCSwin
             key = re.sub(r"^stage1_conv_embed\.2\.", "stem.norm.", key)
             key = re.sub(r"^merge(\d)\.", r"stages.\1.downsample.", key)
         out[key] = value
-    return out
+    return detection_weights(out, model)
 
 
 def _create_inline_cswin(variant: str, pretrained: bool = False, **kwargs) -> InLineCSwin:
@@ -163,7 +165,7 @@ def _create_inline_cswin(variant: str, pretrained: bool = False, **kwargs) -> In
         checkpoint_filter_fn=checkpoint_filter_fn,
         # main_ema.py trains with model EMA and reports the EMA network last; take its weights when the
         # file has them (state_dict_ema), else the raw model
-        weight_keys=("state_dict_ema", "model"),
+        weight_keys=("state_dict_ema", "model") + INLINE_WEIGHT_KEYS,
         feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2, 3)),
         **kwargs,
     )

@@ -31,7 +31,8 @@ from ._factory import takes_device_dtype
 from ._helpers import check_image_size
 from ._hierarchical import (HierarchicalBackbone, MixerLayout, Stage, classifier_head_keys, expand_mixers,
                             stage_drop_path_rates)
-from ._inline_common import INLINE_INPUT_MULTIPLE, Block, init_weights, inline_cfg, inline_facts
+from ._inline_common import (INLINE_INPUT_MULTIPLE, INLINE_WEIGHT_KEYS, Block, detection_weights, init_weights,
+                             inline_cfg, inline_facts)
 from ._registry import register_model
 
 __all__ = ["InLinePVT"]
@@ -168,7 +169,7 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: InLinePVT) 
             raise CheckpointError(f"{key} has {out[key].shape[1]} positions, not a square grid to resize")
         out[key] = resize_pos_embed(out[key], (side, side), stage.grid, mode="bilinear", antialias=False,
                                     align_corners=False)
-    return out
+    return detection_weights(out, model)
 
 
 def _create_inline_pvt(variant: str, pretrained: bool = False, **kwargs) -> InLinePVT:
@@ -176,7 +177,7 @@ def _create_inline_pvt(variant: str, pretrained: bool = False, **kwargs) -> InLi
         InLinePVT, variant, pretrained,
         checkpoint_filter_fn=checkpoint_filter_fn,
         # main.py evaluates checkpoint['model']; the InLine-PVT trainer keeps no EMA
-        weight_keys=("model", "state_dict_ema"),
+        weight_keys=("model", "state_dict_ema") + INLINE_WEIGHT_KEYS,
         feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2, 3)),
         **kwargs,
     )
