@@ -87,6 +87,14 @@ def lit_denoiser(variant: str = "XL/2", resolution: int = 256, **kwargs: Any) ->
     return _transformer_bench(LiTTransformer2DModel.from_variant(variant, resolution, **kwargs))
 
 
+@register_denoiser("lightnet")
+def lightnet_denoiser(variant: str = "XL/2", resolution: int = 256, **kwargs: Any) -> DenoiserBench:
+    """``vitzoo bench --denoiser lightnet:variant=S/2``: DiT with the LightNet attention, random weights."""
+    from ..diffusion.lightnet import LightNetTransformer2DModel
+
+    return _transformer_bench(LightNetTransformer2DModel.from_variant(variant, resolution, **kwargs))
+
+
 @register_denoiser("sd15_unet")
 def sd15_unet_bench(linfusion: bool = False, arch: str = "sd15", seed: int = 0) -> DenoiserBench:
     """One UNet denoising step of SD-1.5's architecture (random weights), with or without LinFusion."""

@@ -38,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--no-flip", action="store_true", help="do not use the cached mirror images")
     data.add_argument("--preload", action="store_true", help="load the whole cache into memory")
     model = parser.add_argument_group("model")
-    model.add_argument("--model", default="lit", choices=["lit", "dit"], help="student architecture")
+    model.add_argument("--model", default="lit", choices=["lit", "dit", "lightnet"],
+                       help="student architecture (lightnet: DiT with the one-scan LightNet attention)")
     model.add_argument("--variant", default=None, help="published size: S/2, B/2, L/2, XL/2 (default: the class's)")
     model.add_argument("--model-kwargs", nargs="*", default={}, action=ParseKwargs,
                        help="constructor overrides, key=value (e.g. hidden_size=64 depth=4 guidance_channels=None)")

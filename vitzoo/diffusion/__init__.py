@@ -2,6 +2,7 @@
 
 - ``vitzoo.diffusion.dit``: DiT with any vitzoo mixer as its self-attention (a diffusers ``ModelMixin``).
 - ``vitzoo.diffusion.lit``: LiT, the linear diffusion transformer: that DiT with LiT's mixer and head count.
+- ``vitzoo.diffusion.lightnet``: LightNet as a diffusion backbone: that DiT with the one-scan LightNet attention.
 - ``vitzoo.diffusion.inherit``: initialising a LiT from a pretrained DiT.
 - ``vitzoo.diffusion.gaussian_diffusion``: DiT's training diffusion (forward process, learned-variance loss).
 - ``vitzoo.diffusion.linfusion``: LinFusion attention processors for Stable Diffusion UNets.

@@ -51,9 +51,10 @@ def check_train_lit_args(args: argparse.Namespace) -> argparse.Namespace:
 
 def _model_class(name: str):
     from ..diffusion.dit import VzDiTTransformer2DModel
+    from ..diffusion.lightnet import LightNetTransformer2DModel
     from ..diffusion.lit import LiTTransformer2DModel
 
-    return {"lit": LiTTransformer2DModel, "dit": VzDiTTransformer2DModel}[name]
+    return {"lit": LiTTransformer2DModel, "dit": VzDiTTransformer2DModel, "lightnet": LightNetTransformer2DModel}[name]
 
 
 def build_student(args: argparse.Namespace, shape: tuple[int, int, int], num_classes: int):
@@ -183,7 +184,8 @@ def load_teacher(source: Any, kwargs: Optional[dict[str, Any]] = None):
     if path is not None and path.is_dir():
         folder = path / "transformer" if (path / "transformer" / "config.json").is_file() else path
         config = json.loads((folder / "config.json").read_text())
-        if config.get("_class_name") in ("VzDiTTransformer2DModel", "LiTTransformer2DModel"):
+        if config.get("_class_name") in ("VzDiTTransformer2DModel", "LiTTransformer2DModel",
+                                          "LightNetTransformer2DModel"):
             return VzDiTTransformer2DModel.from_pretrained(folder, **(kwargs or {}))
     state_dict = load_dit_state_dict(source)
     kwargs = dict(kwargs or {})

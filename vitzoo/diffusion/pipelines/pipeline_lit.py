@@ -31,7 +31,9 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..dit import VzDiTTransformer2DModel
 from ..gaussian_diffusion import BETA_SCHEDULE
-# from_pretrained resolves a saved component by its module, which must be imported: load the LiT module too
+# from_pretrained resolves a saved component by its module, which must be imported: load the LiT and LightNet
+# modules too
+from ..lightnet import LightNetTransformer2DModel  # noqa: F401
 from ..lit import LiTTransformer2DModel
 
 __all__ = ["LiTPipeline", "LiTPipelineOutput", "classifier_free_guidance", "ddpm_scheduler"]
