@@ -10,7 +10,7 @@ import timm
 import torch
 from torch import nn
 
-import vitzoo  # noqa: F401  (registers the models)
+import vitzoo
 from vitzoo.layers.lightnet_pe import MdTpe
 
 TINY = dict(embed_dim=32, depth=2, num_heads=2, img_size=32, patch_size=8, num_classes=5)
@@ -123,3 +123,50 @@ def test_vzvit_keeps_deits_layout_and_takes_the_new_options():
                             pos_embed="md_tpe", **TINY)
     assert glu(torch.randn(1, 3, 32, 48)).shape == (1, 5)
     assert isinstance(glu.fc_norm, nn.RMSNorm) and glu.no_weight_decay() == {"cls_token"}
+
+
+def test_the_authors_causal_lm_composed_from_vitzoo_parts_matches_golden():
+    """xmixers' LightNetForCausalLM (golden ``lightnet_lm_tiny``): embedding -> TPE (replacing it) -> 2 x [x +
+    LNA(RMSNorm(x)); x + GLU(RMSNorm(x))] -> RMSNorm -> lm_head, built from vitzoo's Tpe, causal ``lightnet`` mixer
+    and timm's SwiGLU, loaded from the author's weights by name. xopes' RMSNorm sqrt(C)·x/sqrt(Σx² + eps) is
+    torch's RMSNorm with eps/C."""
+    from timm.layers import SwiGLU
+
+    from conftest import golden_case
+    from vitzoo.layers import Tpe
+
+    case = golden_case("lightnet", "lightnet_lm_tiny")
+    kw = case.meta["kwargs"]
+    D, heads, layers = kw["embed_dim"], kw["num_heads"], kw["num_layers"]
+    w = {k.removeprefix("model."): v for k, v in case.weights.items()}
+
+    def rms(prefix):
+        norm = nn.RMSNorm(D, eps=1e-5 / D)
+        norm.load_state_dict({"weight": w[f"{prefix}.weight"]})
+        return norm
+
+    def part(module, prefix, rename=None):
+        rename = rename or {}
+        state = {k[len(prefix) + 1:]: v for k, v in w.items() if k.startswith(prefix + ".")}
+        module.load_state_dict({rename.get(k, k): v for k, v in state.items()}, strict=True)
+        return module
+
+    tpe = part(Tpe(D, heads), "tpe")
+    glu_names = {"w1.weight": "fc1_g.weight", "w2.weight": "fc1_x.weight", "w3.weight": "fc2.weight"}
+    x = torch.nn.functional.embedding(case.io["in.input_ids"], w["embed_tokens.weight"])
+    with torch.no_grad():
+        x = tpe(x)
+        torch.testing.assert_close(x, case.io["out.hidden_states.0"], atol=1e-4, rtol=1e-4)
+        size = (1, x.shape[1])
+        for i in range(layers):
+            mixer = part(vitzoo.create_mixer("lightnet", D, heads, causal=True, bias=False),
+                         f"layers.{i}.token_mixer")
+            glu = part(SwiGLU(D, kw["mid_dim"], bias=False), f"layers.{i}.channel_mixer", glu_names)
+            x = x + mixer(rms(f"layers.{i}.token_norm")(x), size)
+            x = x + glu(rms(f"layers.{i}.channel_norm")(x))
+            if i + 1 < layers:
+                torch.testing.assert_close(x, case.io[f"out.hidden_states.{i + 1}"], atol=1e-4, rtol=1e-4)
+        x = rms("final_norm")(x)
+        torch.testing.assert_close(x, case.io[f"out.hidden_states.{layers}"], atol=1e-4, rtol=1e-4)
+        logits = x @ w["lm_head.weight"].T
+    torch.testing.assert_close(logits, case.io["out.logits"], atol=1e-4, rtol=1e-4)
