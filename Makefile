@@ -5,7 +5,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= dev,detection
+EXTRAS ?= dev,detection,aigi
 STAMP := $(VENV)/.installed-$(EXTRAS)
 DEMO_DIR ?= runs
 
