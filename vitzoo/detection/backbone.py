@@ -31,7 +31,8 @@ from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, FeaturePyrami
 
 from ..models._hierarchical import HierarchicalBackbone
 
-__all__ = ["FeaturePyramidBackbone", "backbone_parts"]
+__all__ = ["FeaturePyramidBackbone", "backbone_parts", "freeze_stages", "hold_eval", "pad_multiple",
+           "padded_features"]
 
 
 def backbone_parts(features: nn.Module) -> list[list[nn.Module]]:
@@ -59,6 +60,56 @@ def backbone_parts(features: nn.Module) -> list[list[nn.Module]]:
     return parts
 
 
+def freeze_stages(features: nn.Module, frozen_stages: int) -> list[nn.Module]:
+    """mmdet's ``frozen_stages``: -1 freezes nothing, 0 the stem, k the stem and stages 0..k-1 (with their
+    output norms). Their parameters get ``requires_grad=False``; the frozen modules are returned so the
+    owner's ``train()`` can keep them in eval mode (:func:`hold_eval`)."""
+    if frozen_stages < 0:
+        return []
+    parts = backbone_parts(features)
+    if frozen_stages >= len(parts):
+        raise ValueError(f"frozen_stages={frozen_stages} but the backbone has a stem and {len(parts) - 1} stages "
+                         f"(use -1 .. {len(parts) - 1})")
+    frozen = [module for part in parts[:frozen_stages + 1] for module in part]
+    for module in frozen:
+        module.requires_grad_(False)
+    return frozen
+
+
+def hold_eval(features: nn.Module, frozen: list[nn.Module], norm_eval: bool, mode: bool) -> None:
+    """After ``train(mode)``: in training mode, put the frozen modules (and, with ``norm_eval``, every
+    BatchNorm of ``features``, ``SyncBatchNorm`` included) back in eval mode."""
+    if not mode:
+        return
+    for module in frozen:
+        module.eval()
+    if norm_eval:
+        for module in features.modules():
+            if isinstance(module, _BatchNorm):
+                module.eval()
+
+
+def pad_multiple(features: nn.Module) -> int:
+    """The multiple inputs are padded to: the largest stride, or the model's own input multiple (32 for
+    InLine) when larger."""
+    inner = getattr(features, "model", None)
+    return max(max(features.feature_info.reduction()), getattr(inner, "input_multiple", 1))
+
+
+def padded_features(features: nn.Module, images: torch.Tensor, size_multiple: int,
+                    reductions: tuple[int, ...]) -> list[torch.Tensor]:
+    """``features(images)`` with the images zero-padded right and bottom to ``size_multiple`` and each map
+    [B, C, H_i, W_i] cropped back to ``ceil(size / reduction)``, so the maps line up with the unpadded image."""
+    height, width = images.shape[-2:]
+    pad_h, pad_w = -height % size_multiple, -width % size_multiple
+    if pad_h or pad_w:
+        images = F.pad(images, (0, pad_w, 0, pad_h))
+    maps = features(images)
+    if pad_h or pad_w:
+        maps = [fmap[..., :-(-height // r), :-(-width // r)] for fmap, r in zip(maps, reductions)]
+    return list(maps)
+
+
 class FeaturePyramidBackbone(nn.Module):
     """``features_only`` backbone -> FPN: images [B, C, H, W] -> ``OrderedDict`` of maps with ``out_channels``.
 
@@ -77,46 +128,20 @@ class FeaturePyramidBackbone(nn.Module):
         super().__init__()
         self.body = features
         self.reductions = tuple(features.feature_info.reduction())
-        inner = getattr(features, "model", None)
-        self.size_multiple = size_multiple or max(max(self.reductions), getattr(inner, "input_multiple", 1))
+        self.size_multiple = size_multiple or pad_multiple(features)
         self.fpn = FeaturePyramidNetwork(list(features.feature_info.channels()), out_channels, extra_blocks)
         self.out_channels = out_channels
         self.norm_eval = norm_eval
         self.frozen_stages = frozen_stages
-        self._frozen = self._freeze(frozen_stages)
+        self._frozen = freeze_stages(self.body, frozen_stages)
         self.train()
-
-    def _freeze(self, frozen_stages: int) -> list[nn.Module]:
-        # a plain list, not a ModuleList: the modules are already registered under ``body``
-        if frozen_stages < 0:
-            return []
-        parts = backbone_parts(self.body)
-        if frozen_stages >= len(parts):
-            raise ValueError(f"frozen_stages={frozen_stages} but the backbone has a stem and {len(parts) - 1} stages "
-                             f"(use -1 .. {len(parts) - 1})")
-        frozen = [module for part in parts[:frozen_stages + 1] for module in part]
-        for module in frozen:
-            module.requires_grad_(False)
-        return frozen
 
     def train(self, mode: bool = True) -> "FeaturePyramidBackbone":
         """``nn.Module.train``, then frozen parts (and, with ``norm_eval``, every BatchNorm) back to eval."""
         super().train(mode)
-        if mode:
-            for module in self._frozen:
-                module.eval()
-            if self.norm_eval:
-                for module in self.body.modules():
-                    if isinstance(module, _BatchNorm):
-                        module.eval()
+        hold_eval(self.body, self._frozen, self.norm_eval, mode)
         return self
 
     def forward(self, images: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
-        height, width = images.shape[-2:]
-        pad_h, pad_w = -height % self.size_multiple, -width % self.size_multiple
-        if pad_h or pad_w:
-            images = F.pad(images, (0, pad_w, 0, pad_h))
-        maps = self.body(images)
-        if pad_h or pad_w:
-            maps = [fmap[..., :-(-height // r), :-(-width // r)] for fmap, r in zip(maps, self.reductions)]
+        maps = padded_features(self.body, images, self.size_multiple, self.reductions)
         return self.fpn(OrderedDict((str(i), fmap) for i, fmap in enumerate(maps)))

@@ -1,0 +1,6 @@
+_base_ = '../_base_/mask_rcnn_1x.py'
+pretrained = 'L2ViT-Tiny-checkpoint-best-ema.pth'  # official ImageNet-1k release file
+model = dict(
+    backbone=dict(type='L2ViT', arch='tiny', drop_path_rate=0.1,
+                  init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    neck=dict(in_channels=[96, 192, 384, 768]))

@@ -1,0 +1,6 @@
+_base_ = '../_base_/mask_rcnn_3x.py'
+pretrained = 'RAVLT_L.pth'  # official ImageNet-1k file (configs/mmdet/README.md)
+model = dict(
+    backbone=dict(type='RAVLT', arch='l', init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    neck=dict(in_channels=[96, 192, 448, 640]))
+optim_wrapper = dict(type='AmpOptimWrapper')

@@ -1,0 +1,6 @@
+_base_ = '../_base_/retinanet_1x.py'
+pretrained = 'RAVLT_T.pth'  # official ImageNet-1k file (configs/mmdet/README.md)
+model = dict(
+    backbone=dict(type='RAVLT', arch='t', init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    neck=dict(in_channels=[128, 256, 512]))
+optim_wrapper = dict(type='AmpOptimWrapper')
