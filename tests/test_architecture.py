@@ -20,6 +20,7 @@ LAYERS = [
     {"models"},
     {"__init__"},  # `import vitzoo`: create_model, list_models, list_mixers
     {"data", "diffusion", "detection"},
+    {"aigi"},
     {"testing"},
     {"train"},
     {"benchmark"},
