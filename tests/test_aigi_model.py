@@ -313,6 +313,22 @@ def test_timm_vits_with_lora():
     assert dinov2.num_prefix_tokens == 5 and dinov2(torch.randn(1, 3, 28, 28)).patch_embed.shape == (1, 2, 2, 384)
 
 
+def test_clip_vit_config_and_norm_constants():
+    # timm's CLIP ViT layout (norm_pre, final norm) at tiny widths; CLIP's own mean / std come through
+    detector = PatchDetector("vit_base_patch16_clip_224",
+                             backbone_kwargs=dict(img_size=32, embed_dim=32, depth=2, num_heads=2))
+    assert detector.data_config["mean"] == pytest.approx((0.48145466, 0.4578275, 0.40821073))
+    assert detector(torch.randn(1, 3, 32, 32)).patch_embed.shape == (1, 2, 2, 32)
+
+
+@pytest.mark.parametrize("mixer", ["lightnet", "linfusion", "lit", "rala"])
+def test_default_lora_targets_follow_each_mixer(mixer):
+    # the mixers name their projections differently; the default targets every Linear of the mixer
+    detector = PatchDetector("vzvit_tiny", backbone_kwargs=dict(TINY_VZVIT, mixer=mixer))
+    assert detector.lora_targets and all(".attn." in name for name in detector.lora_targets)
+    assert detector(torch.randn(1, 3, 28, 28)).patch_embed.shape == (1, 2, 2, 32)
+
+
 def test_lora_trains_only_adapters_and_heads():
     detector = tiny_detector(lora_rank=4)
     trainable = {name for name, param in detector.named_parameters() if param.requires_grad}

@@ -24,6 +24,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .detector import DetectorOutput
+
 __all__ = ["patch_contrastive_loss", "patch_infonce_loss", "ppl_loss", "CONTRASTIVE_LOSSES"]
 
 CONTRASTIVE_LOSSES = ("margin", "infonce")
@@ -105,15 +107,14 @@ def patch_infonce_loss(patch_embed: torch.Tensor, patch_labels: torch.Tensor, te
     return per_anchor.mean()
 
 
-def ppl_loss(output, image_labels: torch.Tensor, patch_labels: torch.Tensor, *, lam: float = 0.3,
+def ppl_loss(output: DetectorOutput, image_labels: torch.Tensor, patch_labels: torch.Tensor, *, lam: float = 0.3,
              margin: float = 1.0, contrastive: str = "margin", temperature: float = 0.5,
              patch_probe_weight: float = 1.0, max_tokens: Optional[int] = None,
              generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """PPL's total loss ``λ·L_con + (1 − λ)·L_bce`` (spec §3.3, λ = 0.3, α = 1.0), plus the patch probe's BCE.
 
     Args:
-        output: a :class:`~vitzoo.aigi.detector.DetectorOutput` (``logit`` [B], ``patch_embed`` [B, h, w, D],
-            ``patch_logit`` [B, h, w] or None).
+        output: the detector's ``logit`` [B], ``patch_embed`` [B, h, w, D] and ``patch_logit`` [B, h, w] or None.
         image_labels: 1 = AI-generated, 0 = real, [B].
         patch_labels: 1 = synthetic patch, [B, h, w] (from :func:`~vitzoo.aigi.rpr.apply_rpr`).
         lam: λ, the contrastive term's weight.
