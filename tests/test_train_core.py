@@ -173,3 +173,17 @@ def test_linfusion_distillation_resumes_exactly_after_sigkill(tmp_path, tiny):
         "--method", "linfusion", "--model", str(tmp_path / "sd"), "--data-dir", str(_write_folder(tmp_path / "data")),
         "--resolution", "32", "--batch-size", "2", "--workers", "0", "--device", "cpu", "--max-steps", "40",
         "--checkpoint-steps", "3", "--log-interval", "5", "--output", "runs"])
+
+
+@pytest.mark.slow
+def test_detection_resumes_exactly_after_sigkill(tmp_path):
+    """Mask R-CNN on a reduced RAVLT over a tiny vitzoo/shapes set: 4 epochs of 2 updates, checkpoints per epoch."""
+    pytest.importorskip("pycocotools")
+    from vitzoo.data import build_shapes_coco
+
+    data = build_shapes_coco(tmp_path / "shapes", train_images=8, val_images=2, image_size=64, object_sizes=(12, 24))
+    _sigkill_then_resume(tmp_path, "train_det", [
+        "--data-dir", str(data), "--backbone-kwargs", "embed_dims=(16,32,48,64)", "depths=(1,1,1,1)",
+        "num_heads=(1,2,3,4)", "--fpn-channels", "32", "--box-head-dim", "32", "--mask-head-channels", "16",
+        "--min-size", "64", "--max-size", "64", "--proposals", "100", "50", "--box-samples", "32", "-b", "4",
+        "--epochs", "4", "--workers", "0", "--device", "cpu", "--preview-images", "0", "--output", "runs"])
