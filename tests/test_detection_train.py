@@ -152,7 +152,8 @@ def test_a_flip_moves_boxes_and_masks_together_and_depends_on_the_seed_only(tmp_
 
 
 def test_unknown_categories_and_malformed_files_name_the_file_and_the_id(tmp_path):
-    images, path = _write_coco(tmp_path, BAD_BOXES + [{"id": 77, "image_id": 1, "category_id": 3, "bbox": [1, 1, 2, 2]}])
+    unknown = {"id": 77, "image_id": 1, "category_id": 3, "bbox": [1, 1, 2, 2]}
+    images, path = _write_coco(tmp_path, BAD_BOXES + [unknown])
     with pytest.raises(DatasetError, match=rf"{path}: annotation 77 has category_id 3, .* \[5, 9\]"):
         CocoDetection(images, path)
     path.write_text(json.dumps({"images": []}))

@@ -64,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"{', '.join('--' + d.replace('_', '-') for d in clashing)}: the checkpoint carries its "
                              f"detector; these flags go with --untrained")
         checkpoint = Path(args.checkpoint)
-        args.output = args.output or str((checkpoint if checkpoint.is_dir() else checkpoint.parent) / f"eval_{args.split}")
+        run_dir = checkpoint if checkpoint.is_dir() else checkpoint.parent
+        args.output = args.output or str(run_dir / f"eval_{args.split}")
     elif not args.output:
         raise ValueError("--untrained needs --output DIR (where metrics.json and predictions.png go)")
     configure_logging(is_main_process())

@@ -194,7 +194,8 @@ def build_shapes_coco(root: Optional[Union[str, Path]] = None, *, train_images: 
                                f"choose another --data-dir")
         found = json.loads(manifest.read_text())
         if {k: found.get(k) for k in expected} != expected:
-            raise DatasetError(f"{root} holds {SHAPES_DATASET} built with other settings ({found}); expected {expected}")
+            raise DatasetError(f"{root} holds {SHAPES_DATASET} built with other settings ({found}); "
+                               f"expected {expected}")
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))

@@ -165,7 +165,8 @@ def draw_predictions(model: nn.Module, dataset: CocoDetection, path: Path, *, co
                          [_PALETTE[(int(l) - 1) % len(_PALETTE)] for l in target["labels"]], grow(target.get("masks"))))
         keep = output["scores"].cpu() >= score_thresh
         labels = output["labels"].cpu()[keep]
-        names = [f"{dataset.class_names[int(l) - 1]} {float(s):.2f}" for l, s in zip(labels, output["scores"].cpu()[keep])]
+        scores = output["scores"].cpu()[keep]
+        names = [f"{dataset.class_names[int(l) - 1]} {float(s):.2f}" for l, s in zip(labels, scores)]
         masks = output["masks"].cpu()[keep][:, 0] if "masks" in output else None
         bottom.append(_draw(canvas, output["boxes"].cpu()[keep] * scale, names,
                             [_PALETTE[(int(l) - 1) % len(_PALETTE)] for l in labels], grow(masks)))
@@ -271,7 +272,8 @@ def _load_run(checkpoint: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]
     from .checkpoint import Checkpointer
 
     if checkpoint.is_dir():
-        found = [checkpoint / f"{tag}.safetensors" for tag in ("best", "last") if (checkpoint / f"{tag}.safetensors").is_file()]
+        found = [checkpoint / f"{tag}.safetensors" for tag in ("best", "last")
+                 if (checkpoint / f"{tag}.safetensors").is_file()]
         if not found:
             raise FileNotFoundError(f"no best.safetensors or last.safetensors in {checkpoint}")
         checkpoint = found[0]
@@ -291,7 +293,6 @@ def evaluate_run(args: argparse.Namespace) -> dict[str, Any]:
     """``vitzoo eval_det``: COCO mAP of a ``train_det`` checkpoint (or, with ``untrained``, of the detector the
     flags and ``--seed`` describe, before any training) on ``--split``; writes ``metrics.json`` and
     ``predictions.png`` under ``--output`` and returns the metrics."""
-    from .checkpoint import atomic_write
     from .runtime import make_accelerator
 
     check_detection_args(args)
