@@ -263,6 +263,10 @@ class AigiFolderDataset:
         substitute: replace an unreadable file by the next readable one (training) or return a blank
             placeholder that :meth:`collate` marks invalid (evaluation).
         max_consecutive_failures: unreadable files in a row after which the data is declared damaged.
+
+    :attr:`report` is filled by the process that reads; with ``DataLoader`` workers the unreadable files
+    reach the main process through each item's ``unreadable`` indices (``collate``'s ``"unreadable"``), as
+    with :class:`vitzoo.data.ImageFolderDataset`.
     """
 
     def __init__(self, root: Union[str, Path], split: str = "train", *, generators: Optional[Sequence[str]] = None,

@@ -135,7 +135,8 @@ class PipelineReconstructor:
         if not 0.0 < strength <= 1.0:
             raise ValueError(f"strength must be in (0, 1], got {strength}")
         self.pipe = pipe
-        self.inpaint = "mask_image" in inspect.signature(pipe.__call__).parameters
+        self._parameters = set(inspect.signature(pipe.__call__).parameters)
+        self.inpaint = "mask_image" in self._parameters
         self.multiple = int(getattr(pipe, "vae_scale_factor", 8))
         self.options = dict(prompt=prompt, strength=strength, num_inference_steps=num_inference_steps,
                             guidance_scale=guidance_scale)
@@ -144,8 +145,11 @@ class PipelineReconstructor:
     def __call__(self, image: Image.Image) -> Image.Image:
         size = image.size
         padded = Image.fromarray(pad_to_multiple(np.asarray(image.convert("RGB")), self.multiple))
-        kwargs = dict(self.options, image=padded, height=padded.height, width=padded.width, output_type="pil",
+        kwargs = dict(self.options, image=padded, output_type="pil",
                       generator=torch.Generator(device="cpu").manual_seed(self.seed))
+        # inpainting pipelines resize to height / width (default: the UNet's size); img2img keeps the input's
+        kwargs.update({key: value for key, value in (("height", padded.height), ("width", padded.width))
+                       if key in self._parameters})
         if self.inpaint:
             kwargs["mask_image"] = Image.new("L", padded.size, 255)
         out = self.pipe(**kwargs).images[0]
@@ -154,7 +158,8 @@ class PipelineReconstructor:
         return out.crop((0, 0) + size)
 
 
-def load_vae(path: Union[str, os.PathLike], *, subfolder: Optional[str] = None, torch_dtype: torch.dtype = torch.float32):
+def load_vae(path: Union[str, os.PathLike], *, subfolder: Optional[str] = None,
+             torch_dtype: torch.dtype = torch.float32):
     """``AutoencoderKL.from_pretrained`` of a local folder (or a hub id, with a network), one clear error if absent.
 
     Args:
