@@ -221,3 +221,47 @@ def test_missing_mmdet_names_the_extra(monkeypatch):
     monkeypatch.delitem(sys.modules, "vitzoo.detection.mmdet")
     with pytest.raises(ImportError, match=r"pip install 'vitzoo\[detection\]'"):
         importlib.import_module("vitzoo.detection.mmdet")
+
+
+def _official_case(family: str):
+    """(vitzoo model, its constructor kwargs, golden case) of an official mmdet detection backbone."""
+    from conftest import golden_case
+
+    if family == "l2vit":
+        return "l2vit_tiny", dict(depths=(2, 2, 2, 2), dims=(16, 32, 48, 64), num_heads=(2, 2, 3, 4)), \
+            golden_case("l2vit", "l2vit_mmdet_tiny_cfg")
+    case = golden_case(family, "det_tiny")
+    kw = case.meta["kwargs"]
+    kwargs = dict(embed_dims=kw["embed_dims"], depths=kw["depths"], num_heads=kw["num_heads"],
+                  mlp_ratios=kw["mlp_ratios"], init_values=kw["layer_init_values"], in_chans=kw["in_chans"])
+    return {"rala": "ravlt_t", "mala": "mavit_t"}[family], kwargs, case
+
+
+@pytest.mark.parametrize("family", ["rala", "mala", "l2vit"])
+def test_official_mmdet_checkpoint_into_both_adapters_gives_the_official_features(family, tmp_path):
+    """A detector checkpoint with the official backbone's own key names (golden weights of the official mmdet
+    backbone, plus neck / head keys) loads strictly into the mmdet adapter (``init_cfg``, ``prefix='backbone.'``)
+    and into ``build_detector``'s backbone: both hold the same tensors, and the features net gives the official
+    backbone's four outputs. (The golden L²ViT input is 70x90; both adapters pad to 32 first, as mmdet's data
+    preprocessor and torchvision's transform do, so the net is compared before that padding.)"""
+    name, kwargs, case = _official_case(family)
+    state = {f"backbone.{k}": v for k, v in case.weights.items()}
+    state.update({"neck.lateral_convs.0.conv.weight": torch.zeros(4, 16, 1, 1),
+                  "rpn_head.rpn_cls.bias": torch.zeros(3)})
+    path = tmp_path / "mask_rcnn_official_1x_coco.pth"
+    torch.save({"meta": {"mmdet_version": "2.23.0", "epoch": 12}, "state_dict": state}, path)
+    cls = next(cls for cls in vitzoo_mmdet.MMDET_BACKBONES if name.startswith(cls.family_prefix))
+    adapter = MODELS.build(dict(type=cls.__name__, model_name=name, out_indices=(0, 1, 2, 3), **kwargs,
+                                init_cfg=dict(type="Pretrained", checkpoint=str(path), prefix="backbone.")))
+    adapter.init_weights()
+    detector = build_detector("maskrcnn", name, num_classes=3, pretrained_backbone=path, out_indices=(0, 1, 2, 3),
+                              backbone_kwargs=kwargs, fpn_channels=32).eval()
+    net = detector.backbone.body
+    theirs = adapter.state_dict()
+    assert theirs.keys() == net.model.state_dict().keys()
+    assert all(torch.equal(theirs[k], v) for k, v in net.model.state_dict().items())
+    with torch.no_grad():
+        maps = net(case.io["input"])
+    assert len(maps) == 4
+    for i, out in enumerate(maps):
+        torch.testing.assert_close(out, case.io[f"out{i}"], atol=1e-4, rtol=1e-4)
