@@ -11,12 +11,13 @@ The core (:class:`~.loop.Trainer`) runs any :class:`~.engine.Engine`; its pieces
 - :mod:`.signals`: SIGINT/SIGTERM turned into a flag so a loop can save before it exits.
 - :mod:`.metrics`: metrics rows as JSONL and CSV (atomic rewrites), TensorBoard when installed, curves as PNG.
 
-Engines (a new one -- detection, AI-generated-image detection -- is one more module of this kind):
+Engines (a new one is one more module of this kind):
 
 - :mod:`.classification`: ``vitzoo train``, ImageFolder classification (:class:`~.classification.ClassificationEngine`).
 - :mod:`.diffusion`: ``vitzoo train_lit``, LiT/DiT on cached latents (:class:`~.diffusion.DiffusionEngine`).
 - :mod:`.distill`: ``vitzoo distill``, LinFusion distillation in a Stable Diffusion UNet
   (:class:`~.distill.DistillEngine`).
+- :mod:`.detection`: ``vitzoo train_det``, torchvision detectors on COCO-format data (:class:`~.detection.DetectionEngine`).
 - :mod:`.evaluation`: ``vitzoo validate``, :func:`~.evaluation.evaluate`, :func:`~.evaluation.load_classifier`.
 
 The command-line flags of each engine live in ``vitzoo/commands/`` (the shared run flags in
