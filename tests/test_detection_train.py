@@ -230,6 +230,11 @@ def test_bad_flags_are_one_line_errors(shapes, tmp_path, capsys):
               "--backbone: the checkpoint carries its detector")
     _one_line(capsys, ["eval_det", "--checkpoint", str(tmp_path), "--data-dir", str(shapes)],
               "no best.safetensors or last.safetensors")
+    _one_line(capsys, ["train_det", "--data-dir", str(shapes), "--detector", "retinanet", "--proposals", "10", "10"],
+              "--detector retinanet does not use --proposals (only maskrcnn / fasterrcnn)")
+    _one_line(capsys, ["eval_det", "--untrained", "--output", str(tmp_path), "--data-dir", str(shapes),
+                       "--detector", "fasterrcnn", "--mask-head-channels", "8"],
+              "--detector fasterrcnn does not use --mask-head-channels (only maskrcnn)")
 
 
 def test_the_shapes_config_is_the_default_recipe():

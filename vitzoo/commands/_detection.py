@@ -65,3 +65,17 @@ def add_detector_arguments(parser: argparse.ArgumentParser) -> None:
     preview.add_argument("--score-thresh", type=probability, default=0.5, help="draw predictions scoring at least this")
     preview.add_argument("--preview-images", type=nonnegative_int, default=6,
                          help="validation images in predictions.png (0: none)")
+
+
+# flags that only some detectors read: given with another --detector they would be silently unused
+_ONLY_FOR = {"proposals": ("maskrcnn", "fasterrcnn"), "box_samples": ("maskrcnn", "fasterrcnn"),
+             "box_head_dim": ("maskrcnn", "fasterrcnn"), "mask_head_channels": ("maskrcnn",)}
+
+
+def refuse_unused_detector_flags(typed: set[str], detector: str) -> None:
+    """ValueError naming every flag typed on the command line that ``--detector`` does not read."""
+    unused = [f"--{dest.replace('_', '-')} (only {' / '.join(kinds)})" for dest, kinds in _ONLY_FOR.items()
+              if dest in typed and detector not in kinds]
+    if unused:
+        raise ValueError(f"--detector {detector} does not use {', '.join(unused)}")
+

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._detection import add_data_arguments, add_detector_arguments
+from ._detection import add_data_arguments, add_detector_arguments, refuse_unused_detector_flags
 from ._training import default_workers, finish_parser
 from ._types import nonnegative_int, positive_int
 
@@ -68,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         args.output = args.output or str(run_dir / f"eval_{args.split}")
     elif not args.output:
         raise ValueError("--untrained needs --output DIR (where metrics.json and predictions.png go)")
+    else:
+        refuse_unused_detector_flags(typed, args.detector)
     configure_logging(is_main_process())
     result = evaluate_run(args)
     if is_main_process():

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 from typing import Optional
 
-from ._detection import add_data_arguments, add_detector_arguments
+from ._detection import add_data_arguments, add_detector_arguments, refuse_unused_detector_flags
 from ._training import add_run_arguments, finish_parser, report_stop
 from ._types import nonnegative_float, nonnegative_int, positive_float
 
@@ -54,7 +54,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 
     parser = argparse.ArgumentParser(prog="vitzoo train_det")
     add_arguments(parser)
-    return check_detection_args(resolve_args(parser.parse_args(argv)))
+    typed = parser.parse_args(argv)
+    args = check_detection_args(resolve_args(typed))
+    refuse_unused_detector_flags(set(vars(typed)), args.detector)
+    return args
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,8 +65,11 @@ def run(args: argparse.Namespace) -> int:
     from vitzoo.train.detection import train_detector
     from vitzoo.train.runtime import configure_logging, is_main_process
 
+    typed = set(vars(args))
+    args = resolve_args(args)
+    refuse_unused_detector_flags(typed, args.detector)
     configure_logging(is_main_process())
-    result = train_detector(resolve_args(args))
+    result = train_detector(args)
     stopped = report_stop("train_det", result)
     if stopped is not None:
         return stopped
