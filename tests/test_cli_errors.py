@@ -158,7 +158,8 @@ def _sweep_cases() -> list[tuple[str, str, str]]:
 def test_the_sweep_covers_the_numeric_and_path_flags_of_every_command():
     cases = _sweep_cases()
     commands = {command for command, _, _ in cases}
-    assert {"train", "train_lit", "distill", "validate", "bench", "generate", "cache_latents", "info"} <= commands
+    assert {"train", "train_lit", "distill", "validate", "bench", "generate", "cache_latents", "info", "train_aigi",
+            "eval_aigi", "detect_aigi"} <= commands
     assert len(cases) > 300
 
 
