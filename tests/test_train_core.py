@@ -187,3 +187,16 @@ def test_detection_resumes_exactly_after_sigkill(tmp_path):
         "num_heads=(1,2,3,4)", "--fpn-channels", "32", "--box-head-dim", "32", "--mask-head-channels", "16",
         "--min-size", "64", "--max-size", "64", "--proposals", "100", "50", "--box-samples", "32", "-b", "4",
         "--epochs", "4", "--workers", "0", "--device", "cpu", "--preview-images", "0", "--output", "runs"])
+
+
+@pytest.mark.slow
+def test_aigi_detection_resumes_exactly_after_sigkill(tmp_path):
+    """PPL (LoRA on a one-block vzvit, randomized patch reconstruction, patch contrastive loss) on a tiny
+    GenImage-style folder: 12 epochs of 2 updates, a checkpoint and a validation pass per epoch."""
+    pytest.importorskip("peft")
+    from test_aigi_train import BACKBONE, write_aigi_folder
+
+    data = write_aigi_folder(tmp_path / "data", train=4, val=2)
+    _sigkill_then_resume(tmp_path, "train_aigi", [
+        "--data-dir", str(data), *BACKBONE, "--finetune", "lora", "--lora-rank", "4", "-b", "4", "--epochs", "12",
+        "--lr", "1e-3", "--workers", "0", "--device", "cpu", "--output", "runs"])
