@@ -124,3 +124,22 @@ def test_validate_at_another_resolution(folder, tmp_path, capsys):
     assert result["input_size"] == [3, 24, 24] and result["crop_pct"] == 1.0 and result["images"] == 12
     classifier = load_classifier(tmp_path / "run" / "last.state.pt")
     assert result["top1"] == pytest.approx(_independent_top1(classifier.model, folder, 24, 1.0), abs=5e-5)
+
+
+def test_fused_and_compiled_validation_gives_the_same_metrics(folder, tmp_path, capsys):
+    """--fuse folds RAVLT's BatchNorms (trained running statistics); the metrics are the unfused model's. (The
+    compiled model's equality is tested in tests/test_fuse.py, where compiling is cheaper.)"""
+    train_classifier(parse_train_args([
+        "--data-dir", str(folder), "--model", "ravlt_t", "--model-kwargs", "embed_dims=[8,16,24,32]",
+        "depths=[1,1,1,1]", "num_heads=[1,2,3,4]", "projection=32", "--img-size", "32", "-b", "4", "--epochs", "1",
+        "--workers", "0", "--device", "cpu", "--output", str(tmp_path), "--experiment", "run"]))
+    common = ["validate", "--checkpoint", str(tmp_path / "run" / "last.state.pt"), "--data-dir", str(folder),
+              "-j", "0", "--device", "cpu"]
+    results = []
+    for extra in ([], ["--fuse"]):
+        assert main(common + extra) == 0
+        results.append(json.loads(capsys.readouterr().out))
+    assert [(r["fused"], r["compiled"]) for r in results] == [(False, False), (True, False)]
+    for key in ("images", "top1", "top5", "param_count_m"):
+        assert results[0][key] == results[1][key], key
+    assert results[1]["loss"] == pytest.approx(results[0]["loss"], abs=1e-5)

@@ -11,11 +11,11 @@ from typing import Any
 
 from . import mixers, models, ops
 from .mixers import TokenMixer, create_mixer, list_mixers
-from .models import list_models
+from .models import list_models, optimize
 
 __version__ = "0.1.0"
 
-__all__ = ["TokenMixer", "create_mixer", "create_model", "list_mixers", "list_models", "__version__"]
+__all__ = ["TokenMixer", "create_mixer", "create_model", "list_mixers", "list_models", "optimize", "__version__"]
 
 
 def create_model(model_name: str, pretrained: bool = False, **kwargs: Any):

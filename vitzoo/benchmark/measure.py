@@ -211,20 +211,27 @@ def bench_model(
         min_iters: int = 3,
         max_seconds: float = 5.0,
         progress: Optional[Callable[[str], None]] = None,
+        fuse: bool = False,
+        compile: bool = False,
 ) -> list[BenchResult]:
     """Time inference of a registered model at square input sizes; ``items_per_s`` is images/s and ``tokens``
-    the token count of the first stage at that size."""
+    the token count of the first stage at that size. ``fuse`` / ``compile`` time the model as
+    :func:`vitzoo.optimize` returns it (the label gets ``+fuse`` / ``+compile``; compilation happens in the
+    warm-up call, outside the timing)."""
     import timm
 
+    from ..models import optimize
     from ..models._registry import check_model_name
 
     check_model_name(name)
     dev = torch.device(device)
-    model = timm.create_model(name, **(model_kwargs or {})).to(dev, dtype).eval()
+    built = timm.create_model(name, **(model_kwargs or {})).to(dev, dtype).eval()
+    model = optimize(built, fuse=fuse, compile=compile, inplace=True)
+    label = (label or name) + ("+fuse" if fuse else "") + ("+compile" if compile else "")
 
     def point(img: int):
         def make_step():
-            x = torch.randn(batch, model.in_chans, img, img, device=dev, dtype=dtype)
+            x = torch.randn(batch, built.in_chans, img, img, device=dev, dtype=dtype)
 
             def step():
                 with torch.no_grad():
@@ -232,9 +239,9 @@ def bench_model(
 
             return step
 
-        return f"{img}x{img}", _first_stage_tokens(model, img), batch, make_step
+        return f"{img}x{img}", _first_stage_tokens(built, img), batch, make_step
 
-    return _sweep(label or name, "model", map(point, img_sizes), batch=batch, device=dev, dtype=dtype,
+    return _sweep(label, "model", map(point, img_sizes), batch=batch, device=dev, dtype=dtype,
                   min_iters=min_iters, max_seconds=max_seconds, progress=progress)
 
 

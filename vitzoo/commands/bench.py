@@ -39,6 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(fewer when slow)")
     parser.add_argument("--max-seconds", type=positive_float, default=10.0,
                         help="time budget per point; ms is the median")
+    parser.add_argument("--fuse", action="store_true", help="models: time vitzoo.optimize(model, fuse=True) "
+                        "(BatchNorms folded into their convs)")
+    parser.add_argument("--compile", action="store_true", help="models: time torch.compile(model) (compiled in "
+                        "the warm-up call, not timed)")
     parser.add_argument("--out", default="bench", help="output folder")
     parser.add_argument("--name", default=None, help="file stem (default: from the targets)")
 
@@ -72,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
 
     dtype = getattr(torch, args.dtype)
     specs = args.mixer or args.model or args.denoiser
+    if (args.fuse or args.compile) and not args.model:
+        raise ValueError("--fuse and --compile apply to --model targets")
     for spec in specs:  # every target is checked before the first one is timed
         name, kwargs = parse_target(spec)
         if args.model:
@@ -98,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
             else:
                 results += bench_model(name, args.img_size, batch=args.batch, device=args.device, dtype=dtype,
                                        model_kwargs=kwargs, label=spec, min_iters=args.iters,
-                                       max_seconds=args.max_seconds, progress=progress)
+                                       max_seconds=args.max_seconds, progress=progress, fuse=args.fuse,
+                                       compile=args.compile)
     stem = args.name or "_".join(parse_target(s)[0] for s in specs)
     out = Path(args.out)
     csv_path = write_csv(results, out / f"{stem}.csv")

@@ -46,6 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--amp", action="store_true", default=False)
     parser.add_argument("--amp-dtype", default="float16", choices=["float16", "bfloat16"])
     parser.add_argument("--channels-last", action="store_true", default=False)
+    parser.add_argument("--fuse", action="store_true", default=False,
+                        help="evaluate vitzoo.optimize(model, fuse=True): BatchNorms folded into their convs")
+    parser.add_argument("--compile", action="store_true", default=False,
+                        help="evaluate torch.compile(model) (images_per_second then includes the compilation)")
     parser.add_argument("--device", default="", help="'cpu' forces the CPU")
     parser.add_argument("--results-file", default="", metavar="PATH", help="also write the results here (JSON)")
 

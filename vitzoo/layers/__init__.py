@@ -4,6 +4,7 @@ timm.layers is used wherever it already has the piece; what lives here is what i
 """
 
 from .conv import DepthwiseConv2d
+from .fuse import fold_batchnorm, fold_batchnorm_sequence
 from .init import trunc_normal_init
 from .lightnet_pe import MdLrpeCosine, MdTpe, Tpe, md_lrpe_cosine
 from .local import ConvPosEnc, LocalConcentration
@@ -16,6 +17,8 @@ __all__ = [
     "MdLrpeCosine",
     "MdTpe",
     "Tpe",
+    "fold_batchnorm",
+    "fold_batchnorm_sequence",
     "md_lrpe_cosine",
     "pad_to_multiple",
     "resize_pos_embed",

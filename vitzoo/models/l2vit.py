@@ -21,7 +21,7 @@ from timm.layers import DropPath, LayerNorm2d, Mlp
 from timm.models import generate_default_cfgs
 from torch import nn
 
-from ..layers import ConvPosEnc, LocalConcentration, pad_to_multiple, trunc_normal_init
+from ..layers import ConvPosEnc, LocalConcentration, fold_batchnorm, pad_to_multiple, trunc_normal_init
 from ..mixers import create_mixer
 from ._builder import build_vitzoo_model, make_cfg
 from ._checkpoint import CheckpointError, unwrap_state_dict
@@ -52,6 +52,12 @@ class ConvStem(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = pad_to_multiple(x, 4)
         return self.norm(self.bn2(self.conv2(self.act(self.bn1(self.conv1(x))))))
+
+    def fuse(self) -> "ConvStem":
+        """Inference: both BatchNorms folded into their convs (timm's ``fuse()`` convention)."""
+        self.conv1, self.bn1 = fold_batchnorm(self.conv1, self.bn1), nn.Identity()
+        self.conv2, self.bn2 = fold_batchnorm(self.conv2, self.bn2), nn.Identity()
+        return self
 
 
 class Downsample(nn.Module):

@@ -29,7 +29,7 @@ from timm.models import generate_default_cfgs
 from timm.models._features import feature_take_indices
 from torch import nn
 
-from ..layers import DepthwiseConv2d, trunc_normal_init
+from ..layers import DepthwiseConv2d, fold_batchnorm, fold_batchnorm_sequence, trunc_normal_init
 from ..mixers import create_mixer
 from ._builder import build_vitzoo_model, make_cfg
 from ._checkpoint import CheckpointError, unwrap_state_dict
@@ -64,6 +64,11 @@ class ConvStem(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x)
 
+    def fuse(self) -> "ConvStem":
+        """Inference: each BatchNorm folded into the conv before it (timm's ``fuse()`` convention)."""
+        self.proj = fold_batchnorm_sequence(self.proj)
+        return self
+
 
 class Downsample(nn.Module):
     """Patch merging: 3×3 stride-2 conv + BatchNorm, [B, C_in, H, W] -> [B, C_out, ⌈H/2⌉, ⌈W/2⌉]."""
@@ -75,6 +80,11 @@ class Downsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.reduction(x))
+
+    def fuse(self) -> "Downsample":
+        """Inference: the BatchNorm folded into the merge conv (timm's ``fuse()`` convention)."""
+        self.reduction, self.norm = fold_batchnorm(self.reduction, self.norm), nn.Identity()
+        return self
 
 
 class ConvFFN(nn.Module):
@@ -219,6 +229,12 @@ class RAVLT(HierarchicalBackbone):
     def forward_final(self, x: torch.Tensor) -> torch.Tensor:
         """The head projection: [B, C, H, W] -> [B, projection, H, W] (identity without one)."""
         return self.act(self.norm(self.proj(x)))
+
+    def reparameterize(self) -> None:
+        """Inference: the head projection's BatchNorm (``norm``) folded into its 1×1 conv; called on the model
+        itself by :func:`vitzoo.models.fuse` (timm's ``reparameterize_model`` visits children only)."""
+        if isinstance(self.norm, nn.modules.batchnorm._BatchNorm):
+            self.proj, self.norm = fold_batchnorm(self.proj, self.norm), nn.Identity()
 
     def prune_intermediate_layers(self, indices: Union[int, list[int]] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> list[int]:

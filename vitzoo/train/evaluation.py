@@ -209,6 +209,7 @@ def validate(args: argparse.Namespace) -> dict[str, Any]:
 
     from ..data import DIGITS_DATASET, ImageFolderDataset, build_digits_imagefolder, check_image_folder
     from ..data.folder import DatasetError
+    from ..models import optimize
     from ..models._checkpoint import load_state_dict_checked
     from .runtime import make_accelerator
 
@@ -276,9 +277,10 @@ def validate(args: argparse.Namespace) -> dict[str, Any]:
                                  transform=transform, substitute=False)
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=args.workers,
                         collate_fn=dataset.collate, generator=torch.Generator().manual_seed(0))
-    model = model.to(accelerator.device)
-    if args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    param_count = sum(p.numel() for p in model.parameters())
+    fused, compiled = getattr(args, "fuse", False), getattr(args, "compile", False)
+    model = optimize(model.to(accelerator.device), fuse=fused, channels_last=args.channels_last, compile=compiled,
+                     inplace=True)
     model, loader = accelerator.prepare(model, loader)
     metrics = evaluate(model, loader, accelerator, channels_last=args.channels_last)
     result = {
@@ -294,7 +296,9 @@ def validate(args: argparse.Namespace) -> dict[str, Any]:
         "input_size": list(data_config["input_size"]),
         "crop_pct": data_config["crop_pct"],
         "interpolation": data_config["interpolation"],
-        "param_count_m": round(sum(p.numel() for p in accelerator.unwrap_model(model).parameters()) / 1e6, 4),
+        "param_count_m": round(param_count / 1e6, 4),
+        "fused": fused,
+        "compiled": compiled,
         "images_per_second": round(metrics["images_per_second"], 2),
         "device": str(accelerator.device),
         "processes": accelerator.num_processes,

@@ -1,0 +1,102 @@
+"""Inference-time fusion (vitzoo.optimize / vitzoo.models.fuse, layers.fold_batchnorm): every registered model gives
+the same outputs fused and unfused, BatchNorms that follow a conv are gone, the rest stays."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+import vitzoo
+from vitzoo.layers import fold_batchnorm, fold_batchnorm_sequence
+from vitzoo.models import fuse, reduced_config
+
+MODELS = vitzoo.list_models()
+# BatchNorms that do not directly follow a conv: L²ViT's local concentration module (DWConv, GELU, BN, DWConv)
+UNFUSABLE_BN = {"l2vit": 1}
+
+
+def _count(model, kind=nn.BatchNorm2d):
+    return sum(isinstance(m, kind) for m in model.modules())
+
+
+def _with_running_stats(model):
+    """Non-trivial BatchNorm statistics and affine terms, so a wrong fold shows."""
+    generator = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=generator))
+            m.running_var.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
+            m.weight.data.copy_(1 + 0.2 * torch.randn(m.num_features, generator=generator))
+            m.bias.data.copy_(torch.randn(m.num_features, generator=generator))
+    return model
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_fused_model_equals_unfused(name):
+    config = reduced_config(name)
+    torch.manual_seed(0)
+    model = _with_running_stats(timm.create_model(name, **config["kwargs"])).eval()
+    x = torch.randn(2, *config["input_size"])
+    fused = vitzoo.optimize(model)
+    assert fused is not model and not fused.training
+    blocks = sum(1 for m in model.modules() if type(m).__name__ == "LocalConcentration")
+    assert _count(fused) == UNFUSABLE_BN.get(vitzoo.models.model_family(name), 0) * blocks
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), model(x), atol=1e-5, rtol=1e-5)
+        channels_last = vitzoo.optimize(model, channels_last=True)
+        torch.testing.assert_close(channels_last(x.contiguous(memory_format=torch.channels_last)), model(x),
+                                   atol=1e-5, rtol=1e-5)
+    assert _count(model) >= _count(fused)  # the original is left as it was
+
+
+def test_ravlt_head_projection_is_folded_too():
+    """timm's reparameterize_model visits children only; vitzoo's fuse also folds the model's own head BatchNorm."""
+    config = reduced_config("ravlt_t")
+    model = _with_running_stats(timm.create_model("ravlt_t", **config["kwargs"])).eval()
+    assert _count(timm.utils.reparameterize_model(model)) == 1  # the head projection's norm
+    fused = fuse(model)
+    assert _count(fused) == 0 and isinstance(fused.norm, nn.Identity)
+    x = torch.randn(1, *config["input_size"])
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), model(x), atol=1e-5, rtol=1e-5)
+    assert fuse(model, inplace=True) is model and _count(model) == 0
+
+
+def test_compiled_model_equals_eager():
+    config = reduced_config("mavit_t")
+    model = _with_running_stats(timm.create_model("mavit_t", **config["kwargs"])).eval()
+    x = torch.randn(1, *config["input_size"])
+    compiled = vitzoo.optimize(model, compile=True, fullgraph=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x), atol=1e-4, rtol=1e-4)
+
+
+def test_fold_batchnorm_is_the_affine_algebra():
+    conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+    bn = _with_running_stats(nn.Sequential(nn.BatchNorm2d(4)))[0]
+    folded = fold_batchnorm(conv, bn)
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    torch.testing.assert_close(folded.weight, conv.weight * scale[:, None, None, None])
+    torch.testing.assert_close(folded.bias, (conv.bias - bn.running_mean) * scale + bn.bias)
+    seq = fold_batchnorm_sequence(nn.Sequential(conv, bn, nn.GELU(), nn.BatchNorm2d(4)))
+    # a BatchNorm after an activation is not a conv's: it stays
+    assert [type(m).__name__ for m in seq] == ["Conv2d", "GELU", "BatchNorm2d"]
+
+
+def test_fold_batchnorm_refuses_what_it_cannot_fold():
+    with pytest.raises(TypeError, match="takes a Conv2d and a BatchNorm"):
+        fold_batchnorm(nn.Linear(2, 2), nn.BatchNorm2d(2))
+    with pytest.raises(ValueError, match="without running statistics"):
+        fold_batchnorm(nn.Conv2d(2, 2, 1), nn.BatchNorm2d(2, track_running_stats=False))
+    with pytest.raises(ValueError, match="3 output channels, the BatchNorm 2"):
+        fold_batchnorm(nn.Conv2d(2, 3, 1), nn.BatchNorm2d(2))
+
+
+def test_bench_times_the_optimized_model():
+    from vitzoo.benchmark import bench_model
+
+    config = reduced_config("ravlt_t")
+    rows = bench_model("ravlt_t", [32], model_kwargs=config["kwargs"], fuse=True, min_iters=1, max_seconds=0.2)
+    assert [(r.target, r.status) for r in rows] == [("ravlt_t+fuse", "ok")] and rows[0].ms > 0
