@@ -18,6 +18,8 @@ Engines (a new one is one more module of this kind):
 - :mod:`.distill`: ``vitzoo distill``, LinFusion distillation in a Stable Diffusion UNet
   (:class:`~.distill.DistillEngine`).
 - :mod:`.detection`: ``vitzoo train_det``, torchvision detectors on COCO-format data (:class:`~.detection.DetectionEngine`).
+- :mod:`.aigi`: ``vitzoo train_aigi``, patch-level AI-generated-image detection (Panoptic Patch Learning) on
+  GenImage-style folders (:class:`~.aigi.AIGIEngine`); :mod:`.aigi_eval` evaluates and runs detectors.
 - :mod:`.evaluation`: ``vitzoo validate``, :func:`~.evaluation.evaluate`, :func:`~.evaluation.load_classifier`.
 
 The command-line flags of each engine live in ``vitzoo/commands/`` (the shared run flags in
