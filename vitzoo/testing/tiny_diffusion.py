@@ -9,6 +9,12 @@ character-level CLIP tokenizer whose vocabulary is written to a directory. Nothi
 It serves the tests, the 16K CPU demonstration of ``vitzoo generate --pipeline linfusion --model
 tiny-random`` and the resolution sweep; its images are noise, only shapes, memory and time mean
 anything.
+
+:func:`tiny_sdxl_components` / :func:`tiny_stable_diffusion_xl` do the same for SD-XL: two CLIP text
+encoders (the second with a text projection, whose pooled output is SD-XL's ``text_embeds``), a UNet with
+SD-XL's layout (no attention at full latent resolution, ``addition_embed_type="text_time"`` for the
+size/crop micro-conditioning), the same VAE and SD-XL's Euler scheduler; ``vitzoo generate --pipeline
+linfusion-xl --model tiny-random-xl`` runs it.
 """
 
 from __future__ import annotations
@@ -21,7 +27,15 @@ from typing import Any, Optional, Union
 
 import torch
 
-__all__ = ["TINY_UNET_CONFIG", "TINY_VAE_CONFIG", "tiny_clip_tokenizer", "tiny_stable_diffusion"]
+__all__ = [
+    "TINY_UNET_CONFIG",
+    "TINY_VAE_CONFIG",
+    "TINY_XL_UNET_CONFIG",
+    "tiny_clip_tokenizer",
+    "tiny_sdxl_components",
+    "tiny_stable_diffusion",
+    "tiny_stable_diffusion_xl",
+]
 
 TINY_UNET_CONFIG: dict[str, Any] = dict(
     sample_size=32, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
@@ -32,6 +46,17 @@ TINY_VAE_CONFIG: dict[str, Any] = dict(
     in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(4, 8, 8, 8), layers_per_block=1,
     down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=4,
     sample_size=512,
+)
+
+TINY_XL_TEXT_WIDTHS = (16, 16)  # hidden sizes of text_encoder and text_encoder_2 (SD-XL: 768 and 1280)
+TINY_XL_PROJECTION_DIM = 16  # text_encoder_2's projection, the pooled text_embeds (SD-XL: 1280)
+TINY_XL_UNET_CONFIG: dict[str, Any] = dict(
+    sample_size=32, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    transformer_layers_per_block=(1, 2), attention_head_dim=(2, 4), use_linear_projection=True,
+    cross_attention_dim=sum(TINY_XL_TEXT_WIDTHS), addition_embed_type="text_time", addition_time_embed_dim=8,
+    # six time ids (original size, crop corner, target size) x 8 + the pooled text embedding
+    projection_class_embeddings_input_dim=6 * 8 + TINY_XL_PROJECTION_DIM, norm_num_groups=8,
 )
 
 
@@ -87,11 +112,7 @@ def tiny_stable_diffusion(
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    if directory is None:
-        with tempfile.TemporaryDirectory() as tmp:
-            tokenizer = tiny_clip_tokenizer(tmp)
-    else:
-        tokenizer = tiny_clip_tokenizer(directory)
+    tokenizer = _tokenizer(directory)
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(**{**TINY_UNET_CONFIG, **(unet_config or {})})
     vae = AutoencoderKL(**{**TINY_VAE_CONFIG, **(vae_config or {})})
@@ -106,4 +127,70 @@ def tiny_stable_diffusion(
                           scheduler=scheduler, safety_checker=None, feature_extractor=None,
                           requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _tokenizer(directory: Optional[Union[str, os.PathLike]]):
+    if directory is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            return tiny_clip_tokenizer(tmp)
+    return tiny_clip_tokenizer(directory)
+
+
+def tiny_sdxl_components(
+        *,
+        directory: Optional[Union[str, os.PathLike]] = None,
+        seed: int = 0,
+        unet_config: Optional[dict[str, Any]] = None,
+        vae_config: Optional[dict[str, Any]] = None,
+) -> dict[str, Any]:
+    """The components of a tiny SD-XL pipeline with random weights (``torch.manual_seed(seed)``).
+
+    Args:
+        directory: where the tokenizer vocabulary is written (a temporary directory when None).
+        seed: seed of the weights.
+        unet_config: overrides of :data:`TINY_XL_UNET_CONFIG`.
+        vae_config: overrides of :data:`TINY_VAE_CONFIG` (SD-XL's VAE scaling factor 0.13025 is set).
+    """
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    tokenizer = _tokenizer(directory)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**{**TINY_XL_UNET_CONFIG, **(unet_config or {})})
+    vae = AutoencoderKL(**{**TINY_VAE_CONFIG, "scaling_factor": 0.13025, "force_upcast": True, **(vae_config or {})})
+
+    def text_config(width: int, **extra: Any):
+        return CLIPTextConfig(
+            hidden_size=width, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+            vocab_size=len(tokenizer), max_position_embeddings=tokenizer.model_max_length, hidden_act="gelu",
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id, **extra)
+
+    text_encoder = CLIPTextModel(text_config(TINY_XL_TEXT_WIDTHS[0]))
+    text_encoder_2 = CLIPTextModelWithProjection(text_config(TINY_XL_TEXT_WIDTHS[1],
+                                                             projection_dim=TINY_XL_PROJECTION_DIM))
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       steps_offset=1, timestep_spacing="leading")
+    return dict(vae=vae.eval(), text_encoder=text_encoder.eval(), text_encoder_2=text_encoder_2.eval(),
+                tokenizer=tokenizer, tokenizer_2=tokenizer, unet=unet.eval(), scheduler=scheduler)
+
+
+def tiny_stable_diffusion_xl(*, pipeline_class: Optional[type] = None, linfusion: bool = False, **kwargs: Any):
+    """A tiny SD-XL pipeline (:func:`tiny_sdxl_components`; ``kwargs`` go there).
+
+    Args:
+        pipeline_class: a diffusers pipeline class taking SD-XL components (default ``StableDiffusionXLPipeline``).
+        linfusion: mount fresh LinFusion modules in the LinFusion-XL layout (every ``attn1``, MLP width C / 16,
+            as ``Yuanshi/LinFusion-XL``); the container is ``pipe.linfusion``.
+    """
+    from diffusers import StableDiffusionXLPipeline
+
+    pipeline_class = pipeline_class or StableDiffusionXLPipeline
+    pipe = pipeline_class(**tiny_sdxl_components(**kwargs), add_watermarker=False)
+    pipe.set_progress_bar_config(disable=True)
+    if linfusion:
+        from ..diffusion.linfusion import LinFusion
+
+        pipe.linfusion = LinFusion.construct_for(pipe, pretrained=False, mid_dim_scale=16)
     return pipe

@@ -3,7 +3,9 @@
 The flags every pipeline shares are defined here; each pipeline is a module of this package
 (``vitzoo/commands/generate/<name>.py``, one per ``--pipeline`` value) that defines ``HELP`` (one line),
 ``add_arguments(group)`` for flags only it uses (never the common ones) and ``run(args) -> int``, and may
-define ``UNUSED``: common flags (by ``dest``) it cannot honour, each with the reason.
+define ``UNUSED``: common flags (by ``dest``) it cannot honour, each with the reason, and ``SHARES``: other
+pipelines whose flags it uses too (``linfusion-xl`` takes every flag of ``linfusion``). A module name's
+underscores are dashes in ``--pipeline`` (``linfusion_xl.py`` is ``--pipeline linfusion-xl``).
 A flag the chosen pipeline does not use is an error, never silently ignored: another pipeline's flag given
 with a value other than its default, or a common flag in the pipeline's ``UNUSED``.
 Pipeline modules must not import diffusers at import time: the ``vitzoo`` command builds its parser
@@ -26,7 +28,7 @@ def pipelines() -> dict[str, object]:
     """The pipeline modules of this package by name."""
     from vitzoo._discovery import import_submodules
 
-    return import_submodules(__name__, __path__)
+    return {name.replace("_", "-"): module for name, module in import_submodules(__name__, __path__).items()}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,7 +60,7 @@ def refuse_unused(args: argparse.Namespace, found: dict[str, object]) -> None:
     problems = [f"--{dest.replace('_', '-')}: {reason}" for dest, reason in getattr(chosen, "UNUSED", {}).items()
                 if getattr(args, dest, None) is not None]
     for name, module in sorted(found.items()):
-        if name == args.pipeline:
+        if name == args.pipeline or name in getattr(chosen, "SHARES", ()):
             continue
         scratch = argparse.ArgumentParser(add_help=False)
         module.add_arguments(scratch.add_argument_group(name))

@@ -35,6 +35,8 @@ HELP = ("LinFusion high-resolution text-to-image for SD-1.x/2.x: base pass + ups
         "tiled VAE, streamed PNG")
 
 TINY = "tiny-random"
+TINY_XL = "tiny-random-xl"
+DEFAULT_UPSCALE_STRENGTH = {False: 0.4, True: 0.32}  # SD-1.5 SDEdit chain (§6 A), SD-XL recipes (§6 B, C)
 MULTIPLE = 8  # pixels per latent of every SD-1.x/2.x VAE (and of the tiny one): sides must be multiples of it
 LINFUSION_CHOICES = "a directory, .safetensors file or hub id; 'auto', 'random' or 'none'"
 
@@ -58,8 +60,9 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--base-size", type=positive_int, default=None,
                        help="long side of the base stage (default: native)")
     group.add_argument("--strengths", type=strength, nargs="+", default=None, help="SDEdit strength per upscale stage")
-    group.add_argument("--upscale-strength", type=strength, default=0.4,
-                       help="first upscale stage's strength, later ones fall linearly to 0 (0.4: SD-1.5 recipe)")
+    group.add_argument("--upscale-strength", type=strength, default=None,
+                       help="first upscale stage's strength, later ones fall linearly to 0 (default 0.4, the SD-1.5 "
+                            "recipe; 0.32 for --pipeline linfusion-xl)")
     group.add_argument("--vae-tile-size", type=positive_int, default=None,
                        help="VAE tile size in pixels (a multiple of 8)")
     group.add_argument("--ff-chunks", type=positive_int, default=16, help="token chunks of each feed-forward (1: off)")
@@ -97,12 +100,25 @@ def _linfusion_source(value: str, model: str, flag: str = "--linfusion"):
     return value
 
 
+def is_xl(args: argparse.Namespace) -> bool:
+    """Whether the run is the SD-XL family (``--pipeline linfusion-xl``)."""
+    return getattr(args, "pipeline", "linfusion") == "linfusion-xl"
+
+
+def _tiny_name(xl: bool) -> str:
+    return TINY_XL if xl else TINY
+
+
 def check_arguments(args: argparse.Namespace) -> None:
     """Refuse, before anything is loaded, every flag value this pipeline cannot honour (ValueError naming it)."""
     from . import DEFAULT_OUTPUT, scheduler_class
 
     if args.model is None:
-        raise ValueError("--model is required: a Stable Diffusion directory or hub id, or 'tiny-random'")
+        family = "an SD-XL" if is_xl(args) else "a Stable Diffusion"
+        raise ValueError(f"--model is required: {family} directory or hub id, or '{_tiny_name(is_xl(args))}'")
+    if args.model == _tiny_name(not is_xl(args)):
+        raise ValueError(f"--model {args.model} is the tiny model of --pipeline "
+                         f"{'linfusion' if is_xl(args) else 'linfusion-xl'}; use --model {_tiny_name(is_xl(args))}")
     sizes = [("--height", args.height), ("--width", args.width), ("--vae-tile-size", args.vae_tile_size)]
     sizes += [("--sweep", size) for size in args.sweep or ()]
     for flag, value in sizes:
@@ -136,25 +152,31 @@ def check_arguments(args: argparse.Namespace) -> None:
         _linfusion_source(args.linfusion, args.model)
 
 
-def build_pipeline(args: argparse.Namespace):
-    """The HighResolutionPipeline of ``--model`` with ``--linfusion`` mounted; returns (pipe, linfusion or None)."""
+def build_pipeline(args: argparse.Namespace, pipeline_class: type | None = None):
+    """The high-resolution pipeline of ``--model`` with ``--linfusion`` mounted; returns (pipe, linfusion or None).
+
+    ``pipeline_class`` defaults to ``HighResolutionPipeline`` (``HighResolutionXLPipeline`` for linfusion-xl).
+    """
     import torch
 
     from vitzoo.diffusion.hub import hub_errors
     from vitzoo.diffusion.linfusion import LinFusion
-    from vitzoo.diffusion.pipelines import HighResolutionPipeline
+    from vitzoo.diffusion.pipelines import HighResolutionPipeline, HighResolutionXLPipeline
 
     from . import resolve_device, scheduler_class
 
     if args.model is None:
-        raise ValueError("--model is required: a Stable Diffusion directory or hub id, or 'tiny-random'")
+        raise ValueError(f"--model is required: a Stable Diffusion directory or hub id, or '{_tiny_name(is_xl(args))}'")
+    xl = is_xl(args)
+    pipeline_class = pipeline_class or (HighResolutionXLPipeline if xl else HighResolutionPipeline)
     pretrained = _linfusion_source(args.linfusion, args.model)
     dtype = getattr(torch, args.dtype)
     device = resolve_device(args.device)
-    if args.model == TINY:
-        from vitzoo.testing.tiny_diffusion import tiny_stable_diffusion
+    if args.model in (TINY, TINY_XL):
+        from vitzoo.testing.tiny_diffusion import tiny_stable_diffusion, tiny_stable_diffusion_xl
 
-        pipe = tiny_stable_diffusion(seed=args.seed, pipeline_class=HighResolutionPipeline)
+        build = tiny_stable_diffusion_xl if args.model == TINY_XL else tiny_stable_diffusion
+        pipe = build(seed=args.seed, pipeline_class=pipeline_class)
         if dtype != torch.float32:
             # each module cast by torch: ModelMixin.to / pipe.to(dtype) log "should be kept in float32: []" per model
             for component in pipe.components.values():
@@ -162,11 +184,11 @@ def build_pipeline(args: argparse.Namespace):
                     torch.nn.Module.to(component, dtype=dtype)
     else:
         with hub_errors(args.model, what="--model"):
+            extra = {} if xl else dict(safety_checker=None, requires_safety_checker=False)
             if Path(args.model).suffix in (".safetensors", ".ckpt"):
-                pipe = HighResolutionPipeline.from_single_file(args.model, dtype=dtype)
+                pipe = pipeline_class.from_single_file(args.model, dtype=dtype)
             else:
-                pipe = HighResolutionPipeline.from_pretrained(args.model, dtype=dtype, safety_checker=None,
-                                                              requires_safety_checker=False)
+                pipe = pipeline_class.from_pretrained(args.model, dtype=dtype, **extra)
     if args.scheduler:
         pipe.scheduler = scheduler_class(args.scheduler).from_config(pipe.scheduler.config)
     pipe = pipe.to(device)
@@ -174,21 +196,23 @@ def build_pipeline(args: argparse.Namespace):
     linfusion = None
     if pretrained is not None:
         with hub_errors(str(pretrained), what="--linfusion"):
-            linfusion = LinFusion.construct_for(pipe, pretrained=pretrained)
+            # fresh modules of an SD-XL UNet take LinFusion-XL's layout (MLP width C / 16)
+            scale = 16 if pretrained is False and "text_time" == pipe.unet.config.addition_embed_type else None
+            linfusion = LinFusion.construct_for(pipe, pretrained=pretrained, mid_dim_scale=scale)
     return pipe, linfusion
 
 
 def _check_strengths(args: argparse.Namespace, pipe) -> None:
     """``--strengths`` must give one strength per upscale stage of this target size."""
     from vitzoo.diffusion.highres_vae import vae_scale_factor
-    from vitzoo.diffusion.pipelines.pipeline_high_resolution import stage_sizes
+    from vitzoo.diffusion.pipelines import stage_sizes, xl_stage_sizes
 
-    if not args.strengths:
-        return
     factor = vae_scale_factor(pipe.vae)
     native = pipe.unet.config.sample_size * factor
     height, width = args.height or native, args.width or native
-    sizes = stage_sizes(height, width, args.base_size or native, factor)
+    sizes = (xl_stage_sizes if is_xl(args) else stage_sizes)(height, width, args.base_size or native, factor)
+    if not args.strengths:
+        return
     if len(args.strengths) != len(sizes) - 1:
         raise ValueError(f"--strengths: {width}x{height} from a base of {args.base_size or native} px takes "
                          f"{len(sizes) - 1} upscale stage(s) ({' -> '.join(f'{w}x{h}' for h, w in sizes)}), so give "
@@ -214,10 +238,10 @@ def run(args: argparse.Namespace) -> int:
             args.prompt or "", height=args.height, width=args.width, num_inference_steps=steps,
             guidance_scale=7.5 if args.guidance_scale is None else args.guidance_scale,
             negative_prompt=args.negative_prompt, generator=generator, base_size=args.base_size,
-            strengths=args.strengths, upscale_strength=args.upscale_strength, vae_tile_size=args.vae_tile_size,
+            strengths=args.strengths, upscale_strength=upscale_strength(args), vae_tile_size=args.vae_tile_size,
             feed_forward_chunks=args.ff_chunks, unet_batch_size=args.unet_batch_size or None,
             output_type="png", output_path=args.output, intermediate_dir=args.save_stages,
-            png_compress_level=args.png_compress_level)
+            png_compress_level=args.png_compress_level, **extra_call_kwargs(args))
     seconds = time.perf_counter() - start
     stats = {
         "height": output.stage_sizes[-1][0], "width": output.stage_sizes[-1][1], "stage_sizes": output.stage_sizes,
@@ -235,10 +259,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def upscale_strength(args: argparse.Namespace) -> float:
+    """``--upscale-strength``, or the recipe's default of the family."""
+    return DEFAULT_UPSCALE_STRENGTH[is_xl(args)] if args.upscale_strength is None else args.upscale_strength
+
+
+def extra_call_kwargs(args: argparse.Namespace) -> dict:
+    """Pipeline arguments of the SD-XL recipe's own flags (none for SD-1.x/2.x)."""
+    if not is_xl(args):
+        return {}
+    return dict(cosine_scales=tuple(args.cosine_scales), gaussian_sigma=args.gaussian_sigma)
+
+
 def _forwarded(args: argparse.Namespace) -> list[str]:
     """The generation flags a sweep passes to each child run."""
     flags = ["--model", args.model, "--prompt", args.prompt or "", "--seed", str(args.seed), "--dtype", args.dtype,
-             "--upscale-strength", str(args.upscale_strength), "--ff-chunks", str(args.ff_chunks),
+             "--upscale-strength", str(upscale_strength(args)), "--ff-chunks", str(args.ff_chunks),
              "--unet-batch-size", str(args.unet_batch_size), "--png-compress-level", str(args.png_compress_level)]
     for flag, value in (("--steps", args.steps), ("--guidance-scale", args.guidance_scale), ("--device", args.device),
                         ("--base-size", args.base_size), ("--vae-tile-size", args.vae_tile_size),
@@ -247,6 +283,8 @@ def _forwarded(args: argparse.Namespace) -> list[str]:
             flags += [flag, str(value)]
     if args.strengths:
         flags += ["--strengths", *map(str, args.strengths)]
+    if is_xl(args):
+        flags += ["--cosine-scales", *map(str, args.cosine_scales), "--gaussian-sigma", str(args.gaussian_sigma)]
     return flags
 
 
@@ -269,7 +307,7 @@ def sweep(args: argparse.Namespace) -> int:
                 elif exceeded is not None:
                     status = f"skipped: {exceeded}px already exceeded {args.sweep_timeout:.0f} s"
                 else:
-                    command = [sys.executable, "-m", "vitzoo.cli", "generate", "--pipeline", "linfusion",
+                    command = [sys.executable, "-m", "vitzoo.cli", "generate", "--pipeline", args.pipeline,
                                *_forwarded(args), "--linfusion", attention, "--height", str(size), "--width", str(size),
                                "--output", str(Path(tmp) / f"{attention}_{size}.png"), "--stats-json", str(stats_path)]
                     try:

@@ -42,7 +42,8 @@ from diffusers.utils.torch_utils import randn_tensor
 from ..highres_png import PngWriter
 from ..highres_vae import decode_tiled, encode_tiled, resize_region, vae_scale_factor
 
-__all__ = ["HighResolutionPipeline", "HighResolutionPipelineOutput", "stage_sizes", "stage_strengths"]
+__all__ = ["HighResolutionPipeline", "HighResolutionPipelineOutput", "HighResolutionStagesMixin", "stage_sizes",
+           "stage_strengths", "to_canvas"]
 
 _logger = logging.getLogger("vitzoo.diffusion.pipelines.high_resolution")
 
@@ -82,6 +83,32 @@ def stage_strengths(num_upscales: int, upscale_strength: float) -> list[float]:
     return [upscale_strength * (1 - s / num_upscales) for s in range(num_upscales)]
 
 
+def to_canvas(image: Any) -> torch.Tensor:
+    """A user's image(s) as the uint8 canvas [B, 3, H, W] the stages start from.
+
+    Takes a PIL image (converted to RGB), a list of them (same size), a uint8 array [H, W, 3] / [B, H, W, 3],
+    or a uint8 tensor [3, H, W] / [B, 3, H, W]; float input is refused, since [0, 1] and [-1, 1] are both common.
+    """
+    if isinstance(image, PIL.Image.Image):
+        image = [image]
+    if isinstance(image, (list, tuple)) and image and all(isinstance(i, PIL.Image.Image) for i in image):
+        if len({i.size for i in image}) != 1:
+            raise ValueError(f"images of one call must share a size, got {sorted({i.size for i in image})}")
+        image = np.stack([np.asarray(i.convert("RGB")) for i in image])
+    if isinstance(image, np.ndarray):
+        if image.ndim == 3:
+            image = image[None]
+        image = torch.from_numpy(np.ascontiguousarray(image)).permute(0, 3, 1, 2)
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"image must be a PIL image, a uint8 array or a uint8 tensor, got {type(image).__name__}")
+    if image.ndim == 3:
+        image = image[None]
+    if image.dtype != torch.uint8 or image.ndim != 4 or image.shape[1] != 3:
+        raise ValueError(f"expected uint8 RGB images [B, 3, H, W] (or [B, H, W, 3] arrays), got {image.dtype} "
+                         f"{tuple(image.shape)}")
+    return image.cpu().contiguous()
+
+
 def _chunk_size(tokens: int, chunks: int) -> int:
     """The largest divisor of ``tokens`` not above ceil(tokens / chunks) (diffusers needs exact chunks)."""
     for size in range(math.ceil(tokens / chunks), 0, -1):
@@ -114,7 +141,107 @@ def feed_forward_chunking(unet: torch.nn.Module, chunks: Optional[int]) -> Itera
             block.set_chunk_feed_forward(size, dim)
 
 
-class HighResolutionPipeline(StableDiffusionPipeline):
+class HighResolutionStagesMixin:
+    """The memory-linear stage machinery every vitzoo high-resolution pipeline shares (SD-1.x/2.x here,
+    SD-XL in :mod:`.pipeline_high_resolution_sdxl`): a stage's image is upscaled and encoded tile by tile,
+    decoded row of tiles by row of tiles into a uint8 canvas or straight into a PNG; it needs ``self.vae``
+    and ``self.progress_bar`` of a diffusers pipeline."""
+
+    def _to_latents(self, sample: torch.Tensor) -> torch.Tensor:
+        """VAE latent sample -> diffusion latents (``scaling_factor``; ``latents_mean/std`` too when set)."""
+        config = self.vae.config
+        if getattr(config, "latents_mean", None) is not None and getattr(config, "latents_std", None) is not None:
+            mean = torch.tensor(config.latents_mean, device=sample.device, dtype=sample.dtype).view(1, -1, 1, 1)
+            std = torch.tensor(config.latents_std, device=sample.device, dtype=sample.dtype).view(1, -1, 1, 1)
+            return (sample - mean) * config.scaling_factor / std
+        return sample * config.scaling_factor
+
+    def _from_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`_to_latents` (what the VAE decoder takes)."""
+        config = self.vae.config
+        if getattr(config, "latents_mean", None) is not None and getattr(config, "latents_std", None) is not None:
+            mean = torch.tensor(config.latents_mean, device=latents.device, dtype=latents.dtype).view(1, -1, 1, 1)
+            std = torch.tensor(config.latents_std, device=latents.device, dtype=latents.dtype).view(1, -1, 1, 1)
+            return latents * std / config.scaling_factor + mean
+        return latents / config.scaling_factor
+
+    def _encode_upscaled(self, canvas: torch.Tensor, size: tuple[int, int], generator, tile_size: Optional[int],
+                         dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """Latents of ``canvas`` resized to ``size``, encoded tile by tile from the small image."""
+
+        def source(y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
+            # the float32 operations of diffusers' VaeImageProcessor (x / 255, then 2x - 1), bit for bit
+            return (resize_region(canvas, size, (y0, y1), (x0, x1)) / 255 * 2 - 1).to(device)
+
+        with self._tile_bar(f"VAE encode {size[1]}x{size[0]}", size, tile_size, latent=False) as bar:
+            moments = encode_tiled(self.vae, source, size[0], size[1], tile_sample_size=tile_size, progress=bar.update)
+        latents = DiagonalGaussianDistribution(moments).sample(generator)
+        return self._to_latents(latents).to(dtype)
+
+    def _decode_bands(self, latents: torch.Tensor, tile_size: Optional[int], sink: Callable[[int, torch.Tensor], None]):
+        """Decode and hand uint8 bands [B, rows, W, 3] (CPU) to ``sink`` as diffusers' postprocess rounds them."""
+
+        def to_uint8(y0: int, band: torch.Tensor) -> None:
+            band = (band.float() / 2 + 0.5).clamp(0, 1).mul(255).round().to(torch.uint8)
+            sink(y0, band.permute(0, 2, 3, 1).cpu())
+
+        factor = vae_scale_factor(self.vae)
+        size = (latents.shape[2] * factor, latents.shape[3] * factor)
+        with self._tile_bar(f"VAE decode {size[1]}x{size[0]}", latents.shape[2:], tile_size, latent=True) as bar:
+            decode_tiled(self.vae, self._from_latents(latents), to_uint8, tile_sample_size=tile_size,
+                         progress=bar.update)
+
+    def _tile_bar(self, description: str, size: Sequence[int], tile_size: Optional[int], latent: bool):
+        """A progress bar over the VAE tiles of one encode/decode (they dominate very large images)."""
+        factor = vae_scale_factor(self.vae)
+        tile = (tile_size or self.vae.tile_sample_min_size) // (factor if latent else 1)
+        stride = max(1, int(tile * (1 - self.vae.tile_overlap_factor)))
+        tiles = 1 if max(size) <= tile else math.ceil(size[0] / stride) * math.ceil(size[1] / stride)
+        bar = self.progress_bar(total=tiles)
+        bar.set_description(description)
+        bar.leave = False
+        return bar
+
+    def _decode_to_canvas(self, latents: torch.Tensor, tile_size: Optional[int]) -> torch.Tensor:
+        factor = vae_scale_factor(self.vae)
+        canvas = torch.empty(latents.shape[0], 3, latents.shape[2] * factor, latents.shape[3] * factor,
+                             dtype=torch.uint8)
+
+        def store(y0: int, band: torch.Tensor) -> None:
+            canvas[:, :, y0:y0 + band.shape[1]] = band.permute(0, 3, 1, 2)
+
+        self._decode_bands(latents, tile_size, store)
+        return canvas
+
+    def _decode_to_png(self, latents: torch.Tensor, path: Path, tile_size: Optional[int], level: int) -> list[Path]:
+        factor = vae_scale_factor(self.vae)
+        height, width = latents.shape[2] * factor, latents.shape[3] * factor
+        paths = _png_paths(path, latents.shape[0])
+        writers = [PngWriter(p, width, height, compress_level=level) for p in paths]
+        try:
+            self._decode_bands(latents, tile_size, lambda y0, band: [w.write(b) for w, b in zip(writers, band)])
+        except BaseException:
+            for writer in writers:
+                writer.abort()
+            raise
+        return [writer.close() for writer in writers]
+
+    @staticmethod
+    def _save_canvas(canvas: torch.Tensor, directory: Path, stem: str, level: int, band_rows: int = 256) -> None:
+        for path, image in zip(_png_paths(directory / f"{stem}.png", canvas.shape[0]), canvas):
+            with PngWriter(path, image.shape[2], image.shape[1], compress_level=level) as writer:
+                for y0 in range(0, image.shape[1], band_rows):
+                    writer.write(image[:, y0:y0 + band_rows].permute(1, 2, 0))
+
+    @staticmethod
+    def _canvas_output(canvas: torch.Tensor, output_type: str):
+        if output_type == "pil":
+            return [PIL.Image.fromarray(image.permute(1, 2, 0).numpy()) for image in canvas]
+        images = canvas.float() / 255
+        return images if output_type == "pt" else images.permute(0, 2, 3, 1).numpy()
+
+
+class HighResolutionPipeline(HighResolutionStagesMixin, StableDiffusionPipeline):
     """Text-to-image at any size up to 16384 x 16384 (and beyond) with memory linear in pixels.
 
     Takes the components of a Stable Diffusion 1.x / 2.x pipeline (``HighResolutionPipeline.from_pipe(sd)``
@@ -153,8 +280,9 @@ class HighResolutionPipeline(StableDiffusionPipeline):
             clip_skip: Optional[int] = None,
             callback_on_step_end: Optional[Callable[["HighResolutionPipeline", int, Any, dict], dict]] = None,
             callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+            image: Any = None,
     ) -> Union[HighResolutionPipelineOutput, tuple]:
-        """Generate ``height`` x ``width`` images through the stage chain.
+        """Generate ``height`` x ``width`` images through the stage chain (or upscale ``image`` through it).
 
         Args:
             prompt: the prompt(s); or pass ``prompt_embeds``.
@@ -179,10 +307,20 @@ class HighResolutionPipeline(StableDiffusionPipeline):
             callback_on_step_end: ``callback(pipe, step, t, tensors) -> dict`` after every step of
                 every stage (``step`` counts across stages); may replace ``latents``.
             callback_on_step_end_tensor_inputs: tensors passed to the callback.
+            image: start from this image instead of a generated base (upscaling a user's image, ``vitzoo
+                upscale``): PIL / uint8 array / uint8 tensor (see :func:`to_canvas`), one per prompt or one for
+                all. The stages are the chain's sizes above it (``base_size`` defaults to its long side), the
+                first resized from the image itself.
         """
         factor = vae_scale_factor(self.vae)
         height = height or self.unet.config.sample_size * factor
         width = width or self.unet.config.sample_size * factor
+        start = to_canvas(image) if image is not None else None
+        if start is not None:
+            base_size = base_size or max(start.shape[-2:])
+            if max(height, width) <= base_size:
+                raise ValueError(f"the target {width}x{height} must be larger than the image "
+                                 f"{start.shape[-1]}x{start.shape[-2]} it starts from")
         base_size = base_size or self.unet.config.sample_size * factor
         self.check_inputs(prompt, height, width, None, negative_prompt, prompt_embeds, negative_prompt_embeds,
                           callback_on_step_end_tensor_inputs=list(callback_on_step_end_tensor_inputs))
@@ -191,6 +329,8 @@ class HighResolutionPipeline(StableDiffusionPipeline):
         if (output_type == "png") != (output_path is not None):
             raise ValueError("output_type='png' and output_path go together (the PNG is streamed to output_path)")
         sizes = stage_sizes(height, width, base_size, factor)
+        if start is not None:
+            sizes[0] = tuple(start.shape[-2:])
         if strengths is None:
             strengths = stage_strengths(len(sizes) - 1, upscale_strength)
         strengths = [float(s) for s in strengths]
@@ -211,9 +351,13 @@ class HighResolutionPipeline(StableDiffusionPipeline):
             prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds, clip_skip=clip_skip,
             lora_scale=(cross_attention_kwargs or {}).get("scale"))
         batch *= num_images_per_prompt
+        if start is not None:
+            if start.shape[0] not in (1, batch):
+                raise ValueError(f"got {start.shape[0]} images for {batch} prompts x images per prompt")
+            start = start.expand(batch, -1, -1, -1)
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
-        steps_per_stage = [num_inference_steps] + [max(1, min(int(num_inference_steps * s), num_inference_steps))
-                                                    for s in strengths]
+        upscale_steps = [max(1, min(int(num_inference_steps * s), num_inference_steps)) for s in strengths]
+        steps_per_stage = [0 if start is not None else num_inference_steps] + upscale_steps
         self._num_timesteps = sum(steps_per_stage)
 
         order = self.scheduler.order
@@ -223,6 +367,9 @@ class HighResolutionPipeline(StableDiffusionPipeline):
             canvas: Optional[torch.Tensor] = None
             step = 0
             for index, (size, steps) in enumerate(zip(sizes, steps_per_stage)):
+                if index == 0 and start is not None:
+                    canvas = start
+                    continue
                 progress.set_description(f"stage {index + 1}/{len(sizes)} {size[1]}x{size[0]}")
                 self.scheduler.set_timesteps(num_inference_steps, device=device)
                 if index == 0:
@@ -292,81 +439,6 @@ class HighResolutionPipeline(StableDiffusionPipeline):
             step += 1
             progress.update()
         return latents, step
-
-    def _encode_upscaled(self, canvas: torch.Tensor, size: tuple[int, int], generator, tile_size: Optional[int],
-                         dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        """Latents of ``canvas`` resized to ``size``, encoded tile by tile from the small image."""
-
-        def source(y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
-            # the float32 operations of diffusers' VaeImageProcessor (x / 255, then 2x - 1), bit for bit
-            return (resize_region(canvas, size, (y0, y1), (x0, x1)) / 255 * 2 - 1).to(device)
-
-        with self._tile_bar(f"VAE encode {size[1]}x{size[0]}", size, tile_size, latent=False) as bar:
-            moments = encode_tiled(self.vae, source, size[0], size[1], tile_sample_size=tile_size, progress=bar.update)
-        latents = DiagonalGaussianDistribution(moments).sample(generator)
-        return (latents * self.vae.config.scaling_factor).to(dtype)
-
-    def _decode_bands(self, latents: torch.Tensor, tile_size: Optional[int], sink: Callable[[int, torch.Tensor], None]):
-        """Decode and hand uint8 bands [B, rows, W, 3] (CPU) to ``sink`` as diffusers' postprocess rounds them."""
-
-        def to_uint8(y0: int, band: torch.Tensor) -> None:
-            band = (band.float() / 2 + 0.5).clamp(0, 1).mul(255).round().to(torch.uint8)
-            sink(y0, band.permute(0, 2, 3, 1).cpu())
-
-        factor = vae_scale_factor(self.vae)
-        size = (latents.shape[2] * factor, latents.shape[3] * factor)
-        with self._tile_bar(f"VAE decode {size[1]}x{size[0]}", latents.shape[2:], tile_size, latent=True) as bar:
-            decode_tiled(self.vae, latents / self.vae.config.scaling_factor, to_uint8, tile_sample_size=tile_size,
-                         progress=bar.update)
-
-    def _tile_bar(self, description: str, size: Sequence[int], tile_size: Optional[int], latent: bool):
-        """A progress bar over the VAE tiles of one encode/decode (they dominate very large images)."""
-        factor = vae_scale_factor(self.vae)
-        tile = (tile_size or self.vae.tile_sample_min_size) // (factor if latent else 1)
-        stride = max(1, int(tile * (1 - self.vae.tile_overlap_factor)))
-        tiles = 1 if max(size) <= tile else math.ceil(size[0] / stride) * math.ceil(size[1] / stride)
-        bar = self.progress_bar(total=tiles)
-        bar.set_description(description)
-        bar.leave = False
-        return bar
-
-    def _decode_to_canvas(self, latents: torch.Tensor, tile_size: Optional[int]) -> torch.Tensor:
-        factor = vae_scale_factor(self.vae)
-        canvas = torch.empty(latents.shape[0], 3, latents.shape[2] * factor, latents.shape[3] * factor,
-                             dtype=torch.uint8)
-
-        def store(y0: int, band: torch.Tensor) -> None:
-            canvas[:, :, y0:y0 + band.shape[1]] = band.permute(0, 3, 1, 2)
-
-        self._decode_bands(latents, tile_size, store)
-        return canvas
-
-    def _decode_to_png(self, latents: torch.Tensor, path: Path, tile_size: Optional[int], level: int) -> list[Path]:
-        factor = vae_scale_factor(self.vae)
-        height, width = latents.shape[2] * factor, latents.shape[3] * factor
-        paths = _png_paths(path, latents.shape[0])
-        writers = [PngWriter(p, width, height, compress_level=level) for p in paths]
-        try:
-            self._decode_bands(latents, tile_size, lambda y0, band: [w.write(b) for w, b in zip(writers, band)])
-        except BaseException:
-            for writer in writers:
-                writer.abort()
-            raise
-        return [writer.close() for writer in writers]
-
-    @staticmethod
-    def _save_canvas(canvas: torch.Tensor, directory: Path, stem: str, level: int, band_rows: int = 256) -> None:
-        for path, image in zip(_png_paths(directory / f"{stem}.png", canvas.shape[0]), canvas):
-            with PngWriter(path, image.shape[2], image.shape[1], compress_level=level) as writer:
-                for y0 in range(0, image.shape[1], band_rows):
-                    writer.write(image[:, y0:y0 + band_rows].permute(1, 2, 0))
-
-    @staticmethod
-    def _canvas_output(canvas: torch.Tensor, output_type: str):
-        if output_type == "pil":
-            return [PIL.Image.fromarray(image.permute(1, 2, 0).numpy()) for image in canvas]
-        images = canvas.float() / 255
-        return images if output_type == "pt" else images.permute(0, 2, 3, 1).numpy()
 
 
 def _png_paths(path: Path, count: int) -> list[Path]:
