@@ -67,7 +67,7 @@ def test_digits_imagefolder_is_stratified_real_and_reused(tmp_path):
     with pytest.raises(DatasetError, match="other settings"):
         build_digits_imagefolder(tmp_path / "digits", size=16)
     (tmp_path / "other").mkdir()
-    with pytest.raises(DatasetError, match="not a vitzoo digits folder"):
+    with pytest.raises(DatasetError, match="not a vitzoo/digits folder"):
         build_digits_imagefolder(tmp_path / "other")
 
 

@@ -35,7 +35,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 from PIL import Image
 
-from ..data.folder import DatasetError
+from ..data.manifest import reusable_build
 from .reconstruct import VaeReconstructor, save_png_atomic
 from .tiny_vae import train_tiny_vae
 
@@ -169,15 +169,7 @@ def build_embedded_aigi(root: Optional[Union[str, Path]] = None, *, seed: int = 
     root = Path(root) if root is not None else default_aigi_photos_dir()
     expected = _settings(seed, crop, crops_per_photo, vae_steps, vae_batch_size, vae_patch, jpeg_quality,
                          train_photos, val_photos)
-    if root.exists():
-        manifest = root / _MANIFEST
-        if not manifest.is_file():
-            raise DatasetError(f"{root} exists but is not a {AIGI_PHOTOS_DATASET} folder (no {_MANIFEST}); "
-                               f"choose another --data-dir")
-        found = json.loads(manifest.read_text())
-        if {key: found.get(key) for key in expected} != expected:
-            raise DatasetError(f"{root} holds {AIGI_PHOTOS_DATASET} built with other settings "
-                               f"({ {k: found.get(k) for k in expected} }); expected {expected}")
+    if reusable_build(root, _MANIFEST, expected, AIGI_PHOTOS_DATASET):
         return root
     overlap = sorted(set(train_photos) & set(val_photos))
     if overlap:

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional, Union
 
-from .folder import DatasetError
+from .manifest import reusable_build
 
 __all__ = ["DIGITS_DATASET", "build_digits_imagefolder", "default_digits_dir"]
 
@@ -57,14 +57,7 @@ def build_digits_imagefolder(root: Optional[Union[str, Path]] = None, *, size: i
 
     root = Path(root) if root is not None else default_digits_dir()
     expected = _expected_manifest(size, val_fraction, seed)
-    manifest = root / _MANIFEST
-    if root.exists():
-        if not manifest.is_file():
-            raise DatasetError(f"{root} exists but is not a vitzoo digits folder (no {_MANIFEST}); "
-                               f"choose another --data-dir")
-        found = json.loads(manifest.read_text())
-        if {k: found.get(k) for k in expected} != expected:
-            raise DatasetError(f"{root} holds digits built with other settings ({found}); expected {expected}")
+    if reusable_build(root, _MANIFEST, expected, DIGITS_DATASET):
         return root
 
     digits = load_digits()

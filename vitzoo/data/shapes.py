@@ -30,7 +30,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from .folder import DatasetError
+from .manifest import reusable_build
 
 __all__ = ["SHAPES_CATEGORIES", "SHAPES_DATASET", "build_shapes_coco", "default_shapes_dir"]
 
@@ -187,15 +187,7 @@ def build_shapes_coco(root: Optional[Union[str, Path]] = None, *, train_images: 
     root = Path(root) if root is not None else default_shapes_dir()
     expected = {"dataset": SHAPES_DATASET, "train_images": train_images, "val_images": val_images,
                 "image_size": image_size, "object_sizes": [low, high], "seed": seed}
-    manifest = root / _MANIFEST
-    if root.exists():
-        if not manifest.is_file():
-            raise DatasetError(f"{root} exists but is not a {SHAPES_DATASET} folder (no {_MANIFEST}); "
-                               f"choose another --data-dir")
-        found = json.loads(manifest.read_text())
-        if {k: found.get(k) for k in expected} != expected:
-            raise DatasetError(f"{root} holds {SHAPES_DATASET} built with other settings ({found}); "
-                               f"expected {expected}")
+    if reusable_build(root, _MANIFEST, expected, SHAPES_DATASET):
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))

@@ -45,7 +45,7 @@ from ..aigi.data import AigiFolderDataset
 from ..aigi.embedded import AIGI_PHOTOS_DATASET, build_embedded_aigi
 from ..data import DatasetError
 from .checkpoint import atomic_write
-from .engine import Engine, StepResult
+from .engine import Engine, StepResult, per_update_optimizer
 from .loop import Trainer, TrainResult
 
 __all__ = ["CHECKPOINT_KIND", "EXPORT_CONFIG", "EXPORT_WEIGHTS", "RPR_CHOICES", "AIGIEngine", "LoadedDetector",
@@ -268,17 +268,11 @@ class AIGIEngine(Engine):
 
     def configure_optimizer(self, trainer: Trainer) -> None:
         """timm optimizer over the trainable parameters and a per-update schedule, once the epoch length is known."""
-        from timm.optim import create_optimizer_v2
-        from timm.scheduler import create_scheduler_v2
         from torch.utils.data import DataLoader
 
         args = self.args
-        self.optimizer = create_optimizer_v2(self.model, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay,
-                                             momentum=args.momentum)
-        self.scheduler, self.num_epochs = create_scheduler_v2(
-            self.optimizer, sched=args.sched, num_epochs=args.epochs, warmup_epochs=args.warmup_epochs,
-            warmup_lr=args.warmup_lr, min_lr=args.min_lr, step_on_epochs=False,
-            updates_per_epoch=trainer.updates_per_epoch)
+        self.optimizer, self.scheduler, self.num_epochs = per_update_optimizer(self.model, args,
+                                                                               trainer.updates_per_epoch)
         loader = DataLoader(self.val_set, batch_size=args.batch_size, shuffle=False, num_workers=args.workers,
                             collate_fn=self.val_set.collate)
         self.val_loader = trainer.accelerator.prepare(loader)

@@ -30,7 +30,7 @@ from torch import nn
 from ..data import SHAPES_DATASET, CocoDetection, DatasetError, build_shapes_coco, detection_collate
 from ..data.coco_eval import coco_map, coco_results
 from .checkpoint import atomic_write
-from .engine import Engine, StepResult
+from .engine import Engine, StepResult, per_update_optimizer
 from .loop import Trainer, TrainResult
 
 __all__ = ["CHECKPOINT_KIND", "DetectionEngine", "check_detection_args", "create_detector", "detector_config",
@@ -208,17 +208,11 @@ class DetectionEngine(Engine):
 
     def configure_optimizer(self, trainer: Trainer) -> None:
         """Optimizer (timm) and a per-update schedule over the whole run, once the epoch length is known."""
-        from timm.optim import create_optimizer_v2
-        from timm.scheduler import create_scheduler_v2
         from torch.utils.data import DataLoader
 
         args = self.args
-        self.optimizer = create_optimizer_v2(self.model, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay,
-                                             momentum=args.momentum)
-        self.scheduler, self.num_epochs = create_scheduler_v2(
-            self.optimizer, sched=args.sched, num_epochs=args.epochs, warmup_epochs=args.warmup_epochs,
-            warmup_lr=args.warmup_lr, min_lr=args.min_lr, step_on_epochs=False,
-            updates_per_epoch=trainer.updates_per_epoch)
+        self.optimizer, self.scheduler, self.num_epochs = per_update_optimizer(self.model, args,
+                                                                               trainer.updates_per_epoch)
         loader = DataLoader(self.val_set, batch_size=args.batch_size, shuffle=False, num_workers=args.workers,
                             collate_fn=detection_collate)
         self.val_loader = trainer.accelerator.prepare(loader)

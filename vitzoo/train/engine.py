@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Optional
 import torch
 from torch import nn
 
-__all__ = ["Engine", "StepResult"]
+__all__ = ["Engine", "StepResult", "per_update_optimizer"]
 
 
 @dataclasses.dataclass
@@ -107,3 +107,18 @@ class Engine:
         """Called once on the main process when a run reaches its end (not when stopped): write what users
         load (a pipeline, official-layout weights); returns its path."""
         return None
+
+
+def per_update_optimizer(model: nn.Module, args: argparse.Namespace, updates_per_epoch: int):
+    """timm's optimizer over ``model`` and a schedule stepped every update (not every epoch), from the run flags
+    ``opt``, ``lr``, ``weight_decay``, ``momentum``, ``sched``, ``epochs``, ``warmup_epochs``, ``warmup_lr`` and
+    ``min_lr``: what an engine's ``configure_optimizer`` sets. Returns ``(optimizer, scheduler, num_epochs)``."""
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import create_scheduler_v2
+
+    optimizer = create_optimizer_v2(model, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay,
+                                    momentum=args.momentum)
+    scheduler, num_epochs = create_scheduler_v2(
+        optimizer, sched=args.sched, num_epochs=args.epochs, warmup_epochs=args.warmup_epochs,
+        warmup_lr=args.warmup_lr, min_lr=args.min_lr, step_on_epochs=False, updates_per_epoch=updates_per_epoch)
+    return optimizer, scheduler, num_epochs
