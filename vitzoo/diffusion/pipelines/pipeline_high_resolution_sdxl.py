@@ -307,6 +307,28 @@ class HighResolutionXLPipeline(HighResolutionStagesMixin, StableDiffusionXLPipel
             return images, sizes
         return HighResolutionPipelineOutput(images=images, stage_sizes=sizes)
 
+    @contextlib.contextmanager
+    def _vae_in_float32(self) -> Iterator[None]:
+        """SD-XL's VAE overflows in float16 (``force_upcast`` in its config): it encodes and decodes in float32
+        then, as ``StableDiffusionXLPipeline`` does; restored on exit."""
+        dtype = self.vae.dtype
+        if dtype != torch.float16 or not getattr(self.vae.config, "force_upcast", False):
+            yield
+            return
+        torch.nn.Module.to(self.vae, dtype=torch.float32)
+        try:
+            yield
+        finally:
+            torch.nn.Module.to(self.vae, dtype=dtype)
+
+    def _encode_upscaled(self, *args, **kwargs) -> torch.Tensor:
+        with self._vae_in_float32():
+            return super()._encode_upscaled(*args, **kwargs)
+
+    def _decode_bands(self, *args, **kwargs) -> None:
+        with self._vae_in_float32():
+            super()._decode_bands(*args, **kwargs)
+
     def stage_plan(self, size: tuple[int, int], strength: float, num_inference_steps: int, dilation: int,
                    cosine_scales: Sequence[float], gaussian_sigma: float) -> StagePlan:
         """The timesteps and per-timestep weights of one refinement stage (§6 B / C); sets the scheduler's

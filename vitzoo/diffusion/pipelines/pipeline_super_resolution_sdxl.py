@@ -5,7 +5,10 @@ arXiv:2409.02097; ``../shared/specs/linfusion.md`` §6 C; re-implemented): the i
 (Pillow bicubic) to the target and encoded (the reference x0, whose per-channel mean and std are the anchor),
 then denoised from ``upscale_strength`` with the stage of §6 B (skip residual, dilated second UNet pass on
 the blurred latents, see :mod:`.pipeline_high_resolution_sdxl`) with dilation ``ceil(long side / base_size)``
-(``base_size`` = the UNet's native 1024 for SD-XL), and re-standardised to the anchor at the end.
+(``base_size`` = the UNet's native 1024 for SD-XL), and re-standardised to the anchor at the end. A
+dilation of 1 (an output no larger than ``base_size``) runs no second pass: a one-tap blur and undilated
+convolutions would repeat the first. The newest official file (6261ab1) counts the dilation in ``base_size``
+as the spec does; an older one used the call's scale factor ceil(target / input) (``dilation=`` sets it).
 
 The authors recommend 2x per call: that is the default target. ``chain=True`` runs the low-memory 16K
 chain of ``superres_sdxl_low_w_mem.ipynb``: doubling stages from the image to the target (the target halved
