@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Optional
 
-from ._types import nonnegative_int, positive_float, positive_int, probability
+from ._types import nonnegative_float, nonnegative_int, positive_float, positive_int, probability
 
 __all__ = ["add_run_arguments", "default_workers", "finish_parser", "report_stop"]
 
@@ -70,6 +70,20 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, batch_size: int, epoch
     if checkpoint_steps is not None:
         run.add_argument("--checkpoint-steps", type=positive_int, default=checkpoint_steps, metavar="N",
                          help="write `last` every N updates (and on a signal, and at the end)")
+
+
+def add_per_update_optimizer_arguments(parser: argparse.ArgumentParser, *, lr: float, warmup_lr: float) -> None:
+    """The flags :func:`vitzoo.train.engine.per_update_optimizer` reads (timm optimizer, schedule stepped per
+    update), with a command's own learning-rate defaults."""
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--opt", default="adamw", help="timm optimizer name (adamw, sgd, ...)")
+    optim.add_argument("--lr", type=positive_float, default=lr)
+    optim.add_argument("--weight-decay", type=nonnegative_float, default=0.05)
+    optim.add_argument("--momentum", type=nonnegative_float, default=0.9, help="SGD momentum")
+    optim.add_argument("--sched", default="cosine", help="timm scheduler, stepped per update")
+    optim.add_argument("--warmup-epochs", type=nonnegative_int, default=1)
+    optim.add_argument("--warmup-lr", type=nonnegative_float, default=warmup_lr)
+    optim.add_argument("--min-lr", type=nonnegative_float, default=warmup_lr)
 
 
 def finish_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -18,8 +18,8 @@ from __future__ import annotations
 import argparse
 from typing import Optional
 
-from ._training import add_run_arguments, finish_parser, report_stop
-from ._types import nonnegative_float, nonnegative_int, positive_float, positive_int, probability
+from ._training import add_per_update_optimizer_arguments, add_run_arguments, finish_parser, report_stop
+from ._types import nonnegative_float, positive_float, positive_int, probability
 
 HELP = "train a PPL detector of AI-generated images (patch reconstruction + patch contrastive loss; exact resume)"
 
@@ -82,15 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rpr.add_argument("--max-tokens", type=positive_int, default=4096,
                      help="patch tokens per batch in the contrastive term (a seeded subset when more)")
 
-    optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--opt", default="adamw", help="timm optimizer name (adamw, sgd, ...)")
-    optim.add_argument("--lr", type=positive_float, default=1e-4)
-    optim.add_argument("--weight-decay", type=nonnegative_float, default=0.05)
-    optim.add_argument("--momentum", type=nonnegative_float, default=0.9, help="SGD momentum")
-    optim.add_argument("--sched", default="cosine", help="timm scheduler, stepped per update")
-    optim.add_argument("--warmup-epochs", type=nonnegative_int, default=1)
-    optim.add_argument("--warmup-lr", type=nonnegative_float, default=1e-6)
-    optim.add_argument("--min-lr", type=nonnegative_float, default=1e-6)
+    add_per_update_optimizer_arguments(parser, lr=1e-4, warmup_lr=1e-6)
     finish_parser(parser)
 
 

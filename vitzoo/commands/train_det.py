@@ -20,8 +20,7 @@ import argparse
 from typing import Optional
 
 from ._detection import add_data_arguments, add_detector_arguments, refuse_unused_detector_flags
-from ._training import add_run_arguments, finish_parser, report_stop
-from ._types import nonnegative_float, nonnegative_int, positive_float
+from ._training import add_per_update_optimizer_arguments, add_run_arguments, finish_parser, report_stop
 
 HELP = "train a torchvision detector on a vitzoo backbone with COCO data (box/mask mAP; accelerate, exact resume)"
 
@@ -35,15 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     splits.add_argument("--val-split", default="val")
     splits.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
     add_detector_arguments(parser)
-    optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--opt", default="adamw", help="timm optimizer name (adamw, sgd, ...)")
-    optim.add_argument("--lr", type=positive_float, default=1e-3)
-    optim.add_argument("--weight-decay", type=nonnegative_float, default=0.05)
-    optim.add_argument("--momentum", type=nonnegative_float, default=0.9, help="SGD momentum")
-    optim.add_argument("--sched", default="cosine", help="timm scheduler, stepped per update")
-    optim.add_argument("--warmup-epochs", type=nonnegative_int, default=1)
-    optim.add_argument("--warmup-lr", type=nonnegative_float, default=1e-5)
-    optim.add_argument("--min-lr", type=nonnegative_float, default=1e-5)
+    add_per_update_optimizer_arguments(parser, lr=1e-3, warmup_lr=1e-5)
     finish_parser(parser)
 
 
