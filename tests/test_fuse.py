@@ -100,3 +100,35 @@ def test_bench_times_the_optimized_model():
     config = reduced_config("ravlt_t")
     rows = bench_model("ravlt_t", [32], model_kwargs=config["kwargs"], fuse=True, min_iters=1, max_seconds=0.2)
     assert [(r.target, r.status) for r in rows] == [("ravlt_t+fuse", "ok")] and rows[0].ms > 0
+
+
+@pytest.mark.parametrize("mixer, kwargs", [("lightnet", {}), ("lightnet", dict(use_lrpe=True)),
+                                           ("lightnet", dict(causal=True)), ("lit", {})],
+                         ids=["lightnet", "lightnet_lrpe", "lightnet_causal", "lit"])
+def test_merged_projections_give_the_same_mixer(mixer, kwargs):
+    """Mixers whose q / k / v (and gate) projections are separate Linears merge them into one on fuse()."""
+    torch.manual_seed(0)
+    module = vitzoo.create_mixer(mixer, 32, 4, **kwargs).eval()
+    x, size = torch.randn(2, 1 + 12, 32), (3, 4)
+    prefix = 0 if kwargs.get("causal") else 1
+    x = x[:, 1 - prefix:]
+    with torch.no_grad():
+        expected = module(x, size, num_prefix_tokens=prefix)
+        fused = timm.utils.reparameterize_model(nn.Sequential(module))[0]
+        linears = [m for m in fused.modules() if isinstance(m, nn.Linear)]
+        torch.testing.assert_close(fused(x, size, num_prefix_tokens=prefix), expected, atol=1e-6, rtol=1e-6)
+    # one input projection left, plus the output projection (and, for lightnet, the gate's second half)
+    assert len(linears) == (3 if mixer == "lightnet" else 2)
+
+
+def test_merge_linears_concatenates_outputs():
+    from vitzoo.layers import merge_linears
+
+    a, b = nn.Linear(4, 3), nn.Linear(4, 2, bias=False)
+    merged = merge_linears(a, b)
+    x = torch.randn(5, 4)
+    out_a, out_b = merged(x).split([3, 2], dim=-1)
+    torch.testing.assert_close(out_a, a(x))
+    torch.testing.assert_close(out_b, b(x))
+    with pytest.raises(ValueError, match="different widths"):
+        merge_linears(a, nn.Linear(5, 2))

@@ -4,7 +4,7 @@ timm.layers is used wherever it already has the piece; what lives here is what i
 """
 
 from .conv import DepthwiseConv2d
-from .fuse import fold_batchnorm, fold_batchnorm_sequence
+from .fuse import fold_batchnorm, fold_batchnorm_sequence, merge_linears
 from .init import trunc_normal_init
 from .lightnet_pe import MdLrpeCosine, MdTpe, Tpe, md_lrpe_cosine
 from .local import ConvPosEnc, LocalConcentration
@@ -20,6 +20,7 @@ __all__ = [
     "fold_batchnorm",
     "fold_batchnorm_sequence",
     "md_lrpe_cosine",
+    "merge_linears",
     "pad_to_multiple",
     "resize_pos_embed",
     "trunc_normal_init",

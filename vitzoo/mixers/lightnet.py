@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..layers.fuse import merge_linears
 from ..layers.lightnet_pe import MdLrpeCosine
 from ..ops import additive_recurrence, lightnet_attention
 from ._base import TokenMixer, check_heads, register_mixer
@@ -139,14 +140,31 @@ class LightNetMixer(TokenMixer):
         # axis its table base^(-2j/d) is xmixers' fixed causal table
         self.lrpe = MdLrpeCosine(self.head_dim, 1 if causal else 2, base=lrpe_base) if self.use_lrpe else None
         self.proj_drop = nn.Dropout(proj_drop)
+        # set by fuse(): q, k, v and the gate's first projection as one Linear
+        self.in_proj: Optional[nn.Linear] = None
+
+    def fuse(self) -> "LightNetMixer":
+        """Inference (timm's ``fuse()`` convention): q, k, v and the gate's first projection all read x, so they
+        become one Linear (one matrix product); the outputs are unchanged."""
+        if self.in_proj is None:
+            self.in_proj = merge_linears(self.q_proj, self.k_proj, self.v_proj, self.output_gate[0])
+            self.q_proj = self.k_proj = self.v_proj = None
+            self.output_gate[0] = nn.Identity()
+        return self
+
+    def _project(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """q, k, v [B, N, C] and the gate's low-rank hidden [B, N, r], from the separate or the merged projections."""
+        if self.in_proj is None:
+            return self.q_proj(x), self.k_proj(x), self.v_proj(x), self.output_gate[0](x)
+        return self.in_proj(x).split([self.dim, self.dim, self.dim, self.output_gate[1].in_features], dim=-1)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int], *, num_prefix_tokens: int = 0) -> torch.Tensor:
         self.check_tokens(x, size, num_prefix_tokens, self.dim)
         batch, tokens, _ = x.shape
-        q, k, v = (proj(x).view(batch, tokens, self.num_heads, self.head_dim).transpose(1, 2)
-                   for proj in (self.q_proj, self.k_proj, self.v_proj))
+        q, k, v, hidden = self._project(x)
+        q, k, v = (t.reshape(batch, tokens, self.num_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
         q = F.silu(q)
-        gate = torch.sigmoid(self.output_gate(x))
+        gate = torch.sigmoid(self.output_gate[1](hidden))
         if self.scale:
             # xgeners scales q and kᵀv by d^-1/2 each; the op is linear in q, so one factor 1/d does both.
             q = q / self.head_dim

@@ -10,11 +10,13 @@ Cost: linear in tokens, O(N·C²/heads) for the attention state.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import DepthwiseConv2d
+from ..layers import DepthwiseConv2d, merge_linears
 from ..ops import linear_attention
 from ._base import TokenMixer, check_heads, register_mixer
 
@@ -69,6 +71,15 @@ class LiTMixer(TokenMixer):
         self.dwc = DepthwiseConv2d(self.head_dim, kernel_size)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
+        # set by fuse(): q and kv as one Linear
+        self.qkv: Optional[nn.Linear] = None
+
+    def fuse(self) -> "LiTMixer":
+        """Inference (timm's ``fuse()`` convention): q and kv both read x, so they become one Linear."""
+        if self.qkv is None:
+            self.qkv = merge_linears(self.q, self.kv)
+            self.q = self.kv = None
+        return self
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         """[B, N, C] -> [B, heads, N, head_dim]."""
@@ -77,9 +88,13 @@ class LiTMixer(TokenMixer):
     def forward(self, x: torch.Tensor, size: tuple[int, int], *, num_prefix_tokens: int = 0) -> torch.Tensor:
         self.check_tokens(x, size, num_prefix_tokens, self.dim)
         batch, tokens, _ = x.shape
-        key, value = self.kv(x).chunk(2, dim=-1)
+        if self.qkv is None:
+            query = self.q(x)
+            key, value = self.kv(x).chunk(2, dim=-1)
+        else:
+            query, key, value = self.qkv(x).chunk(3, dim=-1)
         # the kernel and its 1e-6 are applied before the head split, as in the reconstructed module
-        query = self._heads(F.relu(self.q(x)) + 1e-6)
+        query = self._heads(F.relu(query) + 1e-6)
         key = self._heads(F.relu(key) + 1e-6)
         value = self._heads(value)  # [B, heads, N, D]
         out = linear_attention(query, key, value, eps=self.eps)

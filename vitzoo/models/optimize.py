@@ -5,7 +5,8 @@ channels-last memory and ``torch.compile``, behind one call.
     model = vitzoo.optimize(timm.create_model("ravlt_t", pretrained=True, ...), fuse=True)
 
 Fusion folds every BatchNorm that directly follows a convolution into it (RAVLT / MAViT stems, merges and head
-projection, the L²ViT stem; :mod:`vitzoo.layers.fuse`). The fused model computes the same function in eval mode
+projection, the L²ViT stem) and merges the projections of a mixer that read the same input into one Linear
+(LightNet's q / k / v / gate, LiT's q / kv); :mod:`vitzoo.layers.fuse`. The fused model computes the same function in eval mode
 (float32 rounding aside) and is for inference only: its BatchNorms are gone, so it cannot be trained or saved as a
 checkpoint of the unfused architecture.
 """
