@@ -202,8 +202,10 @@ def test_pipeline_reconstructor_img2img_and_inpaint_keep_size():
     from vitzoo.testing.tiny_diffusion import tiny_stable_diffusion
 
     image = Image.fromarray(np.random.default_rng(2).integers(0, 255, (20, 28, 3), dtype=np.uint8))
-    for pipeline_class in (StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline):
-        pipe = tiny_stable_diffusion(pipeline_class=pipeline_class)
+    # the inpainting UNet of SD 1.4 inpainting (the spec's reconstructor) reads 9 channels: latents, mask, masked image
+    for pipeline_class, unet_config in ((StableDiffusionImg2ImgPipeline, None), (StableDiffusionInpaintPipeline, None),
+                                        (StableDiffusionInpaintPipeline, dict(in_channels=9))):
+        pipe = tiny_stable_diffusion(pipeline_class=pipeline_class, unet_config=unet_config)
         reconstructor = PipelineReconstructor(pipe, num_inference_steps=4, strength=0.5, guidance_scale=1.0)
         assert reconstructor.inpaint == (pipeline_class is StableDiffusionInpaintPipeline)
         assert reconstructor(image).size == (28, 20)
