@@ -19,6 +19,7 @@ TRAIN_CONFIGS = IMAGENET + sorted((ROOT / "configs" / "demo").glob("*.yaml"))
 # the variants of the issue and the specs; each needs its published recipe
 EXPECTED = (
     ["vzvit_tiny", "vzvit_small", "vzvit_base"]
+    + [f"lightnet_{s}" for s in ("tiny", "small", "base")]
     + [f"inline_deit_{s}" for s in ("tiny", "small", "base")]
     + [f"inline_pvt_{s}" for s in ("tiny", "small", "medium", "large")]
     + [f"inline_{f}_{s}" for f in ("swin", "cswin") for s in ("tiny", "small", "base", "base_384")]
