@@ -130,6 +130,7 @@ def test_eval_aigi_writes_json_and_a_table_matching_sklearn(trained, tmp_path, c
     assert pasted["images"] == 8 and pasted["patches_inside"] == pasted["patches_outside"] == 64
     assert all(isinstance(pasted[k], float) for k in ("probe_inside", "probe_outside", "cde_inside", "cde_outside"))
     assert Image.open(tmp_path / "eval" / "cde.png").size[0] > 100
+    assert result["pasted_png"] == str(tmp_path / "eval" / "pasted.png") and Image.open(result["pasted_png"]).size[0] > 100
     assert (tmp_path / "eval" / "metrics.md").read_text().startswith("| generator |")
 
 

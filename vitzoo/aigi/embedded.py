@@ -25,6 +25,7 @@ the end; a later call with the same settings reuses it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -142,6 +143,20 @@ def _write_split(staging: Path, split: str, names: list[str], reals: list[np.nda
     bar.close()
 
 
+@contextlib.contextmanager
+def _one_thread():
+    """torch on one thread for the build: multi-threaded float reductions sum in an order that depends on the thread
+    count, and the VAE trained on them (so every fake) would differ from machine to machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def build_embedded_aigi(root: Optional[Union[str, Path]] = None, *, seed: int = 0, crop: int = 56,
                         crops_per_photo: int = 48, vae_steps: int = 300, vae_batch_size: int = 8, vae_patch: int = 32,
                         jpeg_quality: Optional[int] = 75, train_photos: Sequence[str] = TRAIN_PHOTOS,
@@ -190,14 +205,14 @@ def build_embedded_aigi(root: Optional[Union[str, Path]] = None, *, seed: int = 
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), _one_thread():
             vae, losses = train_tiny_vae(splits["train"][1], steps=vae_steps, batch_size=vae_batch_size,
                                          patch=min(vae_patch, crop), seed=seed, progress=progress)
-        vae.save_pretrained(staging / "vae")
-        reconstructor = VaeReconstructor(vae)
-        for split, (names, reals) in splits.items():
-            _write_split(staging, split, names, reals, reconstructor, jpeg_quality if split == "val" else None, 32,
-                         progress)
+            vae.save_pretrained(staging / "vae")
+            reconstructor = VaeReconstructor(vae)
+            for split, (names, reals) in splits.items():
+                _write_split(staging, split, names, reals, reconstructor, jpeg_quality if split == "val" else None,
+                             32, progress)
         counts = {split: len(names) for split, (names, _) in splits.items()}
         record = dict(expected, generators=[GENERATOR] + ([HELD_OUT_GENERATOR] if jpeg_quality is not None else []),
                       crops=counts, vae_loss_first=losses[0], vae_loss_last=losses[-1])

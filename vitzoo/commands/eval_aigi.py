@@ -87,9 +87,10 @@ def run(args: argparse.Namespace) -> int:
           f"acc fake {overall['acc_fake']:.4f}")
     if "pasted" in result:
         pasted = result["pasted"]
-        print(f"pasted patches ({pasted['images']} images, ratio {pasted['ratio']}): probe heatmap inside "
-              f"{pasted['probe_inside']} vs outside {pasted['probe_outside']}; CDE inside {pasted['cde_inside']:.4f} "
-              f"vs outside {pasted['cde_outside']:.4f}")
+        probe = (f"probe heatmap inside {pasted['probe_inside']:.4f} vs outside {pasted['probe_outside']:.4f}; "
+                 if pasted["probe_inside"] is not None else "")
+        print(f"pasted patches ({pasted['images']} images, ratio {pasted['ratio']}): {probe}CDE inside "
+              f"{pasted['cde_inside']:.4f} vs outside {pasted['cde_outside']:.4f}")
     print(f"wrote {output / 'metrics.json'}, {output / 'metrics.md'}"
-          + (f", {result['cde_png']}" if "cde_png" in result else ""))
+          + "".join(f", {result[key]}" for key in ("cde_png", "pasted_png") if key in result))
     return 0

@@ -114,11 +114,13 @@ def _folder(loaded: LoadedDetector, root: Path, split: str, generators, *, pertu
 @torch.no_grad()
 def pasted_patch_scores(loaded: LoadedDetector, root: Path, split: str = "val", *, ratio: float = 0.5,
                         seed: int = 0, max_images: Optional[int] = None, batch_size: int = 32,
-                        device: torch.device = torch.device("cpu")) -> dict[str, Any]:
+                        device: torch.device = torch.device("cpu"), figure: Optional[Path] = None,
+                        figure_images: int = 4) -> dict[str, Any]:
     """Paste patches of their reconstruction into the real images of ``split`` that have one (RPR, spec §3.2,
     ``ratio`` of the patches, masks from ``seed``) and compare the heatmaps inside the pasted patches with those
     outside: the patch probe's ``sigmoid(patch_logit)`` and the CDE map. Means over all patches of all images;
-    ``images_inside_higher`` is the fraction of images whose probe mean inside exceeds the one outside."""
+    ``images_inside_higher`` is the fraction of images whose probe mean inside exceeds the one outside. With
+    ``figure``, a PNG there of the first ``figure_images`` pasted images, their true masks and probe heatmaps."""
     dataset = _folder(loaded, root, split, None, recon="auto")
     paired = [i for i, s in enumerate(dataset.samples) if s.label == 0 and s.recon is not None]
     if not paired:
@@ -151,6 +153,9 @@ def pasted_patch_scores(loaded: LoadedDetector, root: Path, split: str = "val", 
             higher += int((per_image_in > per_image_out).sum())
         inside_count += int(inside.sum())
         outside_count += int((~inside).sum())
+        if figure is not None and start == 0 and "probe" in maps:
+            _pasted_figure(figure, _pixels(loaded, mixed[:figure_images]), inside[:figure_images],
+                           maps["probe"][:figure_images])
         images += len(items)
     result = {"images": images, "ratio": ratio, "seed": seed, "patches_inside": inside_count,
               "patches_outside": outside_count}
@@ -160,6 +165,29 @@ def pasted_patch_scores(loaded: LoadedDetector, root: Path, split: str = "val", 
         result[key] = total / count if count and (has_probe or key.startswith("cde")) else None
     result["images_inside_higher"] = higher / images if images and has_probe else None
     return result
+
+
+def _pasted_figure(path: Path, pixels: np.ndarray, masks: torch.Tensor, probe: torch.Tensor) -> Path:
+    """Rows: the pasted images, their true masks (bright = reconstructed patch), the probe heatmaps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    count = len(pixels)
+    figure, axes = plt.subplots(3, count, figsize=(1.6 * count, 5.0), squeeze=False)
+    for column in range(count):
+        axes[0, column].imshow(pixels[column])
+        axes[1, column].imshow(masks[column].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+        axes[2, column].imshow(probe[column].cpu().numpy(), cmap="magma", vmin=0, vmax=1)
+        for axis in axes[:, column]:
+            axis.axis("off")
+    for row, title in enumerate(("pasted image", "true mask", "probe heatmap")):
+        axes[row, 0].set_title(title, fontsize=7, loc="left")
+    figure.tight_layout()
+    path = atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
+    plt.close(figure)
+    return path
 
 
 @torch.no_grad()
@@ -201,7 +229,7 @@ def evaluate_folder(loaded: LoadedDetector, root: Path, output: Path, *, split: 
                     pasted_ratio: float = 0.5, seed: int = 0,
                     device: torch.device = torch.device("cpu")) -> dict[str, Any]:
     """Score the ``split`` of ``root``; write ``metrics.json``, ``metrics.md`` (the per-generator table),
-    ``scores.csv`` and, when asked, ``cde.png`` under ``output``; return the metrics."""
+    ``scores.csv`` and, when asked, ``cde.png`` and ``pasted.png`` under ``output``; return the metrics."""
     from torch.utils.data import DataLoader
 
     perturb = perturb or Perturb()
@@ -216,7 +244,9 @@ def evaluate_folder(loaded: LoadedDetector, root: Path, output: Path, *, split: 
                               "perturbation": perturb.active, "overall": _clean(overall), **table.to_dict()}
     if pasted:
         result["pasted"] = pasted_patch_scores(loaded, root, split, ratio=pasted_ratio, seed=seed,
-                                               batch_size=batch_size, device=device)
+                                               batch_size=batch_size, device=device, figure=output / "pasted.png")
+        if loaded.detector.patch_head is not None:
+            result["pasted_png"] = str(output / "pasted.png")
     if cde:
         result["cde_png"] = str(cde_grid(loaded, dataset, cde, output / "cde.png", device=device))
     markdown = table.to_markdown()
