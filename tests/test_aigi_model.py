@@ -395,3 +395,5 @@ def test_bad_detector_arguments():
         tiny_detector(finetune="adapter")
     with pytest.raises(FileNotFoundError, match="never downloaded"):
         PatchDetector("vzvit_tiny", pretrained_file="/nonexistent/weights.pth")
+    with pytest.raises(ValueError, match="'resnet18' cannot be built with img_size .* supported: plain ViT"):
+        PatchDetector("resnet18", backbone_kwargs=dict(img_size=28))

@@ -182,6 +182,13 @@ def test_unknown_kind():
         build_detector("yolo", "ravlt_t", num_classes=3)
 
 
+@pytest.mark.parametrize("kind", ["maskrcnn", "retinanet"])
+def test_detector_keywords_torchvision_would_drop_are_refused(kind):
+    """torchvision's detectors pass unknown keywords to their transform, which ignores them."""
+    with pytest.raises(ValueError, match="takes no argument box_thresh_typo; it takes .*min_size"):
+        build_detector(kind, "ravlt_t", num_classes=3, box_thresh_typo=0.1)
+
+
 ROUND_TRIP = [pytest.param(kind, name, layout, id=f"{kind}-{name}-{layout}")
               for name in FAMILIES + ["resnet18"] for kind in ("retinanet",) for layout in ("mmdet", "plain")]
 ROUND_TRIP += [pytest.param("maskrcnn", "l2vit_tiny", "mmdet", id="maskrcnn-l2vit_tiny-mmdet")]

@@ -109,6 +109,7 @@ def test_fc_norm_normalises_the_pooled_feature():
     (dict(mlp_layer="swiglu"), "mlp_layer must be one of 'mlp', 'glu'"),
     (dict(norm_layer="batchnorm"), "norm_layer must be one of 'layernorm', 'rmsnorm'"),
     (dict(global_pool="token"), "global_pool='token' needs class_token=True"),
+    (dict(lrpe="maybe"), "lrpe must be True or False, got 'maybe'"),
 ])
 def test_bad_options_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):

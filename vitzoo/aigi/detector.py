@@ -71,7 +71,11 @@ def _build_backbone(backbone: Union[str, nn.Module], pretrained_file: Optional[s
             raise FileNotFoundError(f"pretrained_file {pretrained_file!r} does not exist (weights are read from a "
                                     "local file only, never downloaded)")
         kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(pretrained_file)))
-    return timm.create_model(backbone, num_classes=0, **kwargs)
+    try:
+        return timm.create_model(backbone, num_classes=0, **kwargs)
+    except TypeError as err:
+        raise ValueError(f"backbone {backbone!r} cannot be built with {', '.join(sorted(kwargs)) or 'no arguments'} "
+                         f"({err}); supported: {SUPPORTED}") from err
 
 
 def _patch_size(backbone: nn.Module) -> int:

@@ -15,6 +15,7 @@ itself with ratio 1 (FCOS's 8-128). Images are normalised with the backbone's ow
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -23,6 +24,7 @@ from torchvision.models.detection import FCOS, FasterRCNN, MaskRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
@@ -60,6 +62,22 @@ def _rcnn_parts(kind: str, channels: int, num_classes: int, names: list[str], bo
             mask_predictor=MaskRCNNPredictor(layers[-1], layers[-1], num_classes),
         )
     return parts
+
+
+_CLASSES = {"maskrcnn": MaskRCNN, "fasterrcnn": FasterRCNN, "retinanet": RetinaNet, "fcos": FCOS}
+
+
+def _check_detector_kwargs(kind: str, kwargs: dict[str, Any]) -> None:
+    """ValueError for a keyword the torchvision detector would silently drop: its ``**kwargs`` go to
+    ``GeneralizedRCNNTransform``, which swallows unknown names."""
+    accepted = {name for name, param in inspect.signature(_CLASSES[kind].__init__).parameters.items()
+                if param.kind not in (param.VAR_KEYWORD, param.VAR_POSITIONAL)} - {"self", "backbone", "num_classes"}
+    accepted |= {name for name in inspect.signature(GeneralizedRCNNTransform.__init__).parameters
+                 if name not in ("self", "kwargs", "min_size", "max_size", "image_mean", "image_std")}
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise ValueError(f"torchvision's {_CLASSES[kind].__name__} takes no argument {', '.join(unknown)}; "
+                         f"it takes {', '.join(sorted(accepted))}")
 
 
 def build_detector(
@@ -100,6 +118,7 @@ def build_detector(
     """
     if kind not in DETECTORS:
         raise ValueError(f"unknown detector {kind!r}; choose one of {', '.join(DETECTORS)}")
+    _check_detector_kwargs(kind, kwargs)
     rcnn = kind in ("maskrcnn", "fasterrcnn")
     features = create_features(backbone, out_indices if out_indices is not None else (4 if rcnn else 3),
                                pretrained_backbone=pretrained_backbone, backbone_kwargs=backbone_kwargs)

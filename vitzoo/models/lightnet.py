@@ -56,7 +56,9 @@ class LightNet(VzViT):
     model_name = "LightNet"
 
     def __init__(self, *, lrpe: bool = True, **kwargs: Any):
-        self.lrpe = bool(lrpe)
+        if not isinstance(lrpe, bool):
+            raise ValueError(f"lrpe must be True or False, got {lrpe!r}")
+        self.lrpe = lrpe
         super().__init__(**dict(LIGHTNET_DEFAULTS, **kwargs))
 
     def _block_mixer_kwargs(self, mixer: str, mixer_kwargs: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
