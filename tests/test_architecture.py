@@ -13,7 +13,7 @@ PACKAGE = ROOT / "vitzoo"
 
 # the layers of docs/architecture.md, lowest first; a unit is a subpackage or a top-level module of vitzoo
 LAYERS = [
-    {"_discovery"},
+    {"_discovery", "_atomic"},
     {"ops"},
     {"layers"},
     {"mixers"},

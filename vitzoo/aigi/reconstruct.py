@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
@@ -39,6 +38,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .._atomic import atomic_write
 from ..diffusion.highres_vae import vae_scale_factor
 from ..diffusion.hub import hub_errors
 from .imageio import is_image_path, read_image_rgb
@@ -190,17 +190,8 @@ def load_pipeline(path: Union[str, os.PathLike], *, kind: str = "inpaint", torch
 
 
 def save_png_atomic(image: Image.Image, path: Union[str, os.PathLike]) -> None:
-    """Write ``image`` as a PNG at ``path`` through a temporary file renamed into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            image.save(stream, format="PNG")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Write ``image`` as a PNG at ``path`` atomically (:func:`vitzoo._atomic.atomic_write`)."""
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
 @dataclass

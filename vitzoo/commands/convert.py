@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
+from .._atomic import atomic_write
 from ._types import nonnegative_int
 
 HELP = "convert an official checkpoint (.pth) to vitzoo safetensors"
@@ -37,15 +37,10 @@ def convert(model_name: str, checkpoint: str, output: str, **model_kwargs) -> Pa
         # the checkpoint's head has this many classes: keep it (timm drops a head whose size differs from the cfg's)
         overlay["num_classes"] = model_kwargs["num_classes"]
     model = vitzoo.create_model(model_name, pretrained=True, pretrained_cfg_overlay=overlay, **model_kwargs)
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
     tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
     metadata = {"architecture": model_name, "source": Path(checkpoint).name,
                 "model_kwargs": json.dumps(model_kwargs, default=str)}
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, output)
-    return output
+    return atomic_write(output, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -44,7 +44,7 @@ from ..aigi import PatchDetector, binary_metrics, ppl_loss, random_patch_replace
 from ..aigi.data import AigiFolderDataset
 from ..aigi.embedded import AIGI_PHOTOS_DATASET, build_embedded_aigi
 from ..data import DatasetError
-from .checkpoint import atomic_write
+from .._atomic import atomic_write
 from .engine import Engine, StepResult, per_update_optimizer
 from .loop import Trainer, TrainResult
 

@@ -28,7 +28,7 @@ from ..aigi import binary_metrics, cde_map, per_generator_metrics, predict_large
 from ..aigi.data import AigiFolderDataset
 from ..aigi.imageio import is_image_path, read_image_rgb
 from .aigi import LoadedDetector, image_transform, score_images
-from .checkpoint import atomic_write
+from .._atomic import atomic_write
 
 __all__ = ["Perturb", "detect_files", "evaluate_folder", "overlay_heatmap", "pasted_patch_scores", "save_png"]
 

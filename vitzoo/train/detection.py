@@ -29,7 +29,7 @@ from torch import nn
 
 from ..data import SHAPES_DATASET, CocoDetection, DatasetError, build_shapes_coco, detection_collate
 from ..data.coco_eval import coco_map, coco_results
-from .checkpoint import atomic_write
+from .._atomic import atomic_write
 from .engine import Engine, StepResult, per_update_optimizer
 from .loop import Trainer, TrainResult
 

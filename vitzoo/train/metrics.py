@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Any, Optional
 
-from .checkpoint import atomic_write
+from .._atomic import atomic_write
 
 __all__ = ["MetricsLogger"]
 
