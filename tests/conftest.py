@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import collections
+import importlib
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -15,6 +17,16 @@ from vitzoo.testing.golden import GoldenCase, GoldenMissingError, golden_dir, li
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 torch.set_num_threads(1)
+
+
+def pytest_configure(config):
+    """Warm, once and before xdist starts its workers, the caches that third-party packages write on first import
+    without a lock. yapf (imported by mmengine's config) pickles its grammar to the user cache dir on first import;
+    two workers importing mmdet at once on a fresh machine read each other's half-written pickle (EOFError) and
+    collect different tests."""
+    if hasattr(config, "workerinput") or importlib.util.find_spec("yapf") is None:
+        return
+    importlib.import_module("yapf")
 
 
 @pytest.fixture(autouse=True)
