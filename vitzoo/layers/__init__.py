@@ -8,7 +8,7 @@ from .fuse import fold_batchnorm, fold_batchnorm_sequence, merge_linears
 from .init import trunc_normal_init
 from .lightnet_pe import MdLrpeCosine, MdTpe, Tpe, md_lrpe_cosine
 from .local import ConvPosEnc, LocalConcentration
-from .shape import pad_to_multiple, resize_pos_embed
+from .shape import map_to_tokens, pad_to_multiple, resize_pos_embed, tokens_to_map
 
 __all__ = [
     "ConvPosEnc",
@@ -18,10 +18,12 @@ __all__ = [
     "MdTpe",
     "Tpe",
     "fold_batchnorm",
+    "map_to_tokens",
     "fold_batchnorm_sequence",
     "md_lrpe_cosine",
     "merge_linears",
     "pad_to_multiple",
     "resize_pos_embed",
+    "tokens_to_map",
     "trunc_normal_init",
 ]

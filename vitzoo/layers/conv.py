@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .shape import map_to_tokens, tokens_to_map
+
 __all__ = ["DepthwiseConv2d"]
 
 
@@ -24,6 +26,4 @@ class DepthwiseConv2d(nn.Conv2d):
 
     def tokens(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """[B, H·W, C] -> [B, H·W, C] through the convolution on the (H, W) map."""
-        height, width = size
-        image = x.transpose(1, 2).reshape(x.shape[0], x.shape[2], height, width)
-        return self(image).flatten(2).transpose(1, 2)
+        return map_to_tokens(self(tokens_to_map(x, size)))

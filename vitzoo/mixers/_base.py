@@ -20,6 +20,8 @@ import torch
 from timm.layers import register_notrace_function
 from torch import nn
 
+from ..layers import map_to_tokens, tokens_to_map
+
 __all__ = [
     "TokenMixer",
     "register_mixer",
@@ -84,17 +86,6 @@ def check_heads(dim: int, num_heads: int) -> int:
 def split_prefix(x: torch.Tensor, num_prefix_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
     """[B, P + H·W, C] -> (prefix [B, P, C], spatial [B, H·W, C])."""
     return x[:, :num_prefix_tokens], x[:, num_prefix_tokens:]
-
-
-def tokens_to_map(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Spatial tokens [B, H·W, C] (row-major) -> map [B, C, H, W]."""
-    height, width = size
-    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], height, width)
-
-
-def map_to_tokens(x: torch.Tensor) -> torch.Tensor:
-    """Map [B, C, H, W] -> tokens [B, H·W, C]."""
-    return x.flatten(2).transpose(1, 2)
 
 
 def register_mixer(name: str) -> Callable[[MixerT], MixerT]:

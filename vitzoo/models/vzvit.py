@@ -23,7 +23,7 @@ from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint
 from torch import nn
 
-from ..layers import resize_pos_embed
+from ..layers import resize_pos_embed, tokens_to_map
 from ..layers.lightnet_pe import MdTpe
 from ..mixers import create_mixer
 from ._builder import build_vitzoo_model, make_cfg
@@ -286,7 +286,7 @@ class VzViT(nn.Module):
                 out = self.norm(x) if norm else x
                 prefix, spatial = out[:, :self.num_prefix_tokens], out[:, self.num_prefix_tokens:]
                 if output_fmt == "NCHW":
-                    spatial = spatial.transpose(1, 2).reshape(x.shape[0], -1, *size)
+                    spatial = tokens_to_map(spatial, size)
                 intermediates.append((spatial, prefix) if return_prefix_tokens else spatial)
         if intermediates_only:
             return intermediates

@@ -37,6 +37,9 @@ def _check(x: torch.Tensor, size: tuple[int, int]) -> None:
         raise ValueError(f"2-D RoPE needs a head width divisible by 4 (two axes × channel pairs), got {x.shape[-1]}")
 
 
+_PAIR_SIGNS = torch.tensor([-1.0, 1.0])
+
+
 def rope_2d_frequencies(head_dim: int, *, base: float = 10000.0, device=None) -> torch.Tensor:
     """The D/4 rotation frequencies ``1 / base ** linspace(0, 1, D/4)`` in fp32 (one per channel pair)."""
     if head_dim % 4:
@@ -105,7 +108,8 @@ def rope_2d(x: torch.Tensor, size: tuple[int, int], *, base: float = 10000.0,
         return rope_2d_naive(x, size, base=base)
     _check(x, size)
     sin, cos = tables if tables is not None else rope_2d_tables(size, x.shape[-1], base=base, device=x.device)
-    # (x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...): the 90° turn of every pair
-    pairs = x.unflatten(-1, (-1, 2))
-    turned = torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).flatten(-2)
-    return x * cos.to(x.dtype) + turned * sin.to(x.dtype)
+    # the 90° turn of every pair, (x0, x1, ...) -> (-x1, x0, ...), is the pair swap (x1, x0, ...) times the signs
+    # (-1, +1, ...), which go into the sine table: one copy (the swap) and two fused passes
+    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+    signed_sin = (sin.unflatten(-1, (-1, 2)) * _PAIR_SIGNS.to(sin.device)).flatten(-2)
+    return torch.addcmul(x * cos.to(x.dtype), swapped, signed_sin.to(x.dtype))
