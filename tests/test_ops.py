@@ -45,6 +45,61 @@ def test_linear_attention_matches_naive(shape, normalize, dtype):
     _compare(fast, naive, [q, k, v], dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_linear_attention_terms_match_naive(dtype):
+    """Numerator and q·mean k come out of one state product (the column of ones) and equal the score-matrix form."""
+    q, k = torch.rand(2, 3, 41, 8, dtype=dtype), torch.rand(2, 3, 41, 8, dtype=dtype)
+    v = torch.randn(2, 3, 41, 5, dtype=dtype)
+    fast = lambda q, k, v: torch.cat(ops.linear_attention_terms(q, k, v), dim=-1).to(dtype)
+    naive = lambda q, k, v: torch.cat(ops.linear_attention_terms_naive(q, k, v), dim=-1).to(dtype)
+    _compare(fast, naive, [q, k, v], dtype)
+    numerator, mean_score = ops.linear_attention_terms(q.float(), k.float(), v.float())
+    torch.testing.assert_close(mean_score, q.float() @ k.float().mean(dim=-2, keepdim=True).transpose(-2, -1))
+    assert numerator.dtype == mean_score.dtype == torch.float32
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("queries", [29, 7], ids=["self", "fewer-queries"])
+def test_injective_linear_attention_matches_naive(queries, dtype):
+    """InLine's rank-one-corrected state equals numerator + (1 − q·mean k)·mean v term by term."""
+    q = torch.randn(2, 3, queries, 8, dtype=dtype) * 0.3
+    k, v = torch.randn(2, 3, 29, 8, dtype=dtype), torch.randn(2, 3, 29, 6, dtype=dtype)
+    _compare(ops.injective_linear_attention, ops.injective_linear_attention_naive, [q, k, v], dtype)
+
+
+def test_injective_linear_attention_naive_is_the_formula():
+    q, k, v = torch.randn(1, 1, 5, 3), torch.randn(1, 1, 5, 3), torch.randn(1, 1, 5, 2)
+    out = ops.injective_linear_attention_naive(q, k, v)
+    for i in range(5):
+        weights = torch.stack([q[0, 0, i] @ k[0, 0, j] for j in range(5)])
+        expected = (weights[:, None] * v[0, 0]).sum(0) / 5 + (1 - weights.mean()) * v[0, 0].mean(0)
+        torch.testing.assert_close(out[0, 0, i], expected)
+
+
+@pytest.mark.parametrize("op", ["normalized", "raw", "terms", "injective"])
+def test_chunked_streaming_equals_one_pass(op, monkeypatch):
+    """Above CHUNK_TOKENS keys and queries stream in chunks (an odd count, a short last chunk): same values and
+    gradients as one pass."""
+    module = importlib.import_module("vitzoo.ops.linear_attention")
+    run = {
+        "normalized": lambda q, k, v: ops.linear_attention(q, k, v),
+        "raw": lambda q, k, v: ops.linear_attention(q, k, v, normalize=False),
+        "terms": lambda q, k, v: torch.cat(ops.linear_attention_terms(q, k, v), dim=-1),
+        "injective": ops.injective_linear_attention,
+    }[op]
+    q, k, v = torch.rand(2, 2, 37, 4), torch.rand(2, 2, 37, 4), torch.randn(2, 2, 37, 3)
+    leaves = [[t.clone().requires_grad_() for t in (q, k, v)] for _ in range(2)]
+    whole = run(*leaves[0])
+    monkeypatch.setattr(module, "CHUNK_TOKENS", 8)
+    chunked = run(*leaves[1])
+    grad = torch.randn_like(whole)
+    whole.backward(grad)
+    chunked.backward(grad)
+    torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=1e-5)
+    for a, b in zip(leaves[1], leaves[0]):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4)
+
+
 def test_linear_attention_naive_is_the_formula():
     """The reference equals the paper's sum form written out with loops over queries."""
     q, k, v = torch.rand(1, 1, 6, 3), torch.rand(1, 1, 6, 3), torch.randn(1, 1, 6, 2)
@@ -126,10 +181,13 @@ def test_ops_reject_bad_shapes():
         ops.window_attention(*(torch.rand(1, 1, 30, 2) for _ in range(3)), (5, 6), 4)
 
 
-def test_linear_attention_accumulates_in_fp32_under_autocast():
+@pytest.mark.parametrize("op", ["linear", "injective"])
+def test_linear_attention_accumulates_in_fp32_under_autocast(op):
+    fast, naive = {"linear": (ops.linear_attention, ops.linear_attention_naive),
+                   "injective": (ops.injective_linear_attention, ops.injective_linear_attention_naive)}[op]
     q = torch.rand(1, 1, 4096, 8, dtype=torch.bfloat16)
     v = torch.randn(1, 1, 4096, 8, dtype=torch.bfloat16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = ops.linear_attention(q, q, v)
-    reference = ops.linear_attention_naive(q.float(), q.float(), v.float())
+        out = fast(q * 0.1, q, v)
+    reference = naive((q * 0.1).float(), q.float(), v.float())
     assert out.dtype == torch.bfloat16 and error_ratio(out, reference) < 1e-2

@@ -27,37 +27,10 @@ from timm.layers import register_notrace_function
 from torch import nn
 
 from ..layers import DepthwiseConv2d
-from ..ops import linear_attention, window_partition, window_reverse
+from ..ops import injective_linear_attention, window_partition, window_reverse
 from ._base import TokenMixer, check_heads, register_mixer, split_prefix
 
 __all__ = ["InLineMixer", "injective_linear_attention", "dynamic_depthwise_conv"]
-
-
-def injective_linear_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """InLine's global term (Eq. 5) for scaled queries: (1/N) Σ_j (q_i·k_j) v_j + (1 − q_i·mean k) mean v.
-
-    Args:
-        query: queries already multiplied by the attention scale [B, heads, Nq, D].
-        key: [B, heads, N, D]; value: [B, heads, N, Dv].
-
-    Returns:
-        [B, heads, Nq, Dv], accumulated in fp32 (like :func:`vitzoo.ops.linear_attention`) and cast
-        back to the value dtype.
-    """
-    return _injective_linear_attention_fp32(query, key, value)
-
-
-@register_notrace_function
-@torch.fx.wrap
-def _injective_linear_attention_fp32(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """The body of :func:`injective_linear_attention`; an FX leaf because torch.fx cannot record autocast regions."""
-    dtype = value.dtype
-    with torch.autocast(device_type=query.device.type, enabled=False):
-        q, k, v = query.float(), key.float(), value.float()
-        numerator = linear_attention(q, k, v, normalize=False)
-        correction = 1 - q @ k.mean(dim=-2, keepdim=True).transpose(-2, -1)  # [B, heads, Nq, 1]
-        out = numerator + correction * v.mean(dim=-2, keepdim=True)
-    return out.to(dtype)
 
 
 def dynamic_depthwise_conv(image: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:

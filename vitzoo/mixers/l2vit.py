@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from timm.layers import register_notrace_function
 from torch import nn
 
-from ..ops import linear_attention
+from ..ops import linear_attention_terms
 from ._base import TokenMixer, check_heads, register_mixer
 
 __all__ = ["L2ViTMixer", "DENOMINATOR_FLOOR"]
@@ -33,14 +33,12 @@ DENOMINATOR_FLOOR = 100.0
 
 @register_notrace_function
 @torch.fx.wrap
-def _floored_quotient(numerator: torch.Tensor, q: torch.Tensor, k: torch.Tensor, temperature: torch.Tensor,
+def _floored_quotient(numerator: torch.Tensor, mean_score: torch.Tensor, temperature: torch.Tensor,
                       floor: float, tokens: int) -> torch.Tensor:
     """τ · numerator / max(q_i·mean k, f / N) in fp32 with autocast off (an FX leaf: FX drops autocast regions)."""
-    with torch.autocast(device_type=q.device.type, enabled=False):
+    with torch.autocast(device_type=numerator.device.type, enabled=False):
         # max(q_i·Σk, f) / N == max(q_i·mean k, f / N): the floor in the op's mean scale
-        denominator = q.float() @ k.float().mean(dim=-2, keepdim=True).transpose(-2, -1)  # [B, heads, N, 1]
-        denominator = denominator.clamp_min(floor / tokens)
-        return numerator.float() * temperature.float() / denominator
+        return numerator * (temperature.float() / mean_score.clamp_min(floor / tokens))
 
 
 @register_mixer("l2vit")
@@ -92,8 +90,8 @@ class L2ViTMixer(TokenMixer):
         batch, tokens, _ = x.shape
         q, k, v = self.qkv(x).view(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k = F.relu(q), F.relu(k)
-        numerator = linear_attention(q, k, v, normalize=False)  # (1/N) Σ_j (q_i·k_j) v_j  [B, heads, N, D]
-        out = _floored_quotient(numerator, q, k, self.temperature, self.denominator_floor, tokens)
+        numerator, mean_score = linear_attention_terms(q, k, v)  # (1/N) Σ_j (q_i·k_j) v_j and q_i·mean k, fp32
+        out = _floored_quotient(numerator, mean_score, self.temperature, self.denominator_floor, tokens)
         out = out.to(x.dtype).transpose(1, 2).reshape(batch, tokens, self.dim)
         return self.proj_drop(self.proj(out))
 

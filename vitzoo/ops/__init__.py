@@ -14,7 +14,14 @@ from .additive_recurrence import (
 )
 from .decay_recurrence import decay_recurrence, decay_recurrence_naive
 from .feature_maps import FEATURE_MAPS, get_feature_map
-from .linear_attention import linear_attention, linear_attention_naive
+from .linear_attention import (
+    injective_linear_attention,
+    injective_linear_attention_naive,
+    linear_attention,
+    linear_attention_naive,
+    linear_attention_terms,
+    linear_attention_terms_naive,
+)
 from .rope import rope_2d, rope_2d_frequencies, rope_2d_naive, rope_2d_tables
 from .softmax_attention import softmax_attention, softmax_attention_naive
 from .window_attention import (
@@ -37,9 +44,13 @@ __all__ = [
     "get_backend",
     "get_feature_map",
     "lightnet_attention",
+    "injective_linear_attention",
+    "injective_linear_attention_naive",
     "lightnet_attention_naive",
     "linear_attention",
     "linear_attention_naive",
+    "linear_attention_terms",
+    "linear_attention_terms_naive",
     "relative_position_index",
     "rope_2d",
     "rope_2d_frequencies",
