@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import vitzoo
-from vitzoo.layers import fold_batchnorm, fold_batchnorm_sequence
+from vitzoo.layers import FusedLinear, fold_batchnorm, fold_batchnorm_sequence, fuse_linear, fuse_linears
 from vitzoo.models import fuse, reduced_config
 
 MODELS = vitzoo.list_models()
@@ -49,6 +49,7 @@ def test_fused_model_equals_unfused(name):
         torch.testing.assert_close(channels_last(x.contiguous(memory_format=torch.channels_last)), model(x),
                                    atol=1e-5, rtol=1e-5)
     assert _count(model) >= _count(fused)  # the original is left as it was
+    assert not any(type(m) is nn.Linear for m in fused.modules())  # every Linear runs through FusedLinear
 
 
 def test_ravlt_head_projection_is_folded_too():
@@ -132,3 +133,54 @@ def test_merge_linears_concatenates_outputs():
     torch.testing.assert_close(out_b, b(x))
     with pytest.raises(ValueError, match="different widths"):
         merge_linears(a, nn.Linear(5, 2))
+
+
+@pytest.mark.parametrize("activation, module", [("none", nn.Identity()), ("gelu", nn.GELU()), ("relu", nn.ReLU()),
+                                                ("silu", nn.SiLU())])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+def test_fused_linear_equals_linear_then_activation(activation, module, bias, monkeypatch):
+    """oneDNN's inner product with the activation as a post-op, and the eager path it falls back to for gradients
+    and small inputs, both equal activation(linear(x)); the oneDNN kernel is really the one called without grad."""
+    import vitzoo.layers.fuse as fuse_module
+
+    calls = []
+    kernel = fuse_module._onednn_linear
+    monkeypatch.setattr(fuse_module, "_onednn_linear", lambda *a: calls.append(a[3]) or kernel(*a))
+    linear = nn.Linear(48, 80, bias=bias)
+    fused = fuse_linear(linear, activation)
+    assert fused.weight is linear.weight and fused.bias is linear.bias
+    x = torch.randn(3, 150, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), module(linear(x)), atol=1e-5, rtol=1e-5)
+    assert len(calls) == 1
+    small = torch.randn(2, 5, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(small), module(linear(small)), atol=1e-6, rtol=1e-6)
+    leaf = x.clone().requires_grad_()
+    fused(leaf).sum().backward()  # with gradients: the eager path, which autograd differentiates
+    expected = x.clone().requires_grad_()
+    module(linear(expected)).sum().backward()
+    torch.testing.assert_close(leaf.grad, expected.grad)
+    assert len(calls) == 1
+
+
+def test_fuse_linears_folds_mlp_activations_and_keeps_the_rest():
+    from timm.layers import Mlp
+
+    model = nn.Sequential(Mlp(16, 64, act_layer=nn.GELU), Mlp(16, 32, act_layer=lambda: nn.GELU(approximate="tanh")),
+                          nn.Linear(16, 8)).eval()
+    x = torch.randn(2, 200, 16)
+    keys = model.state_dict().keys()
+    with torch.no_grad():
+        expected = model(x)
+        fuse_linears(model)
+    assert model.state_dict().keys() == keys
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected, atol=1e-5, rtol=1e-5)
+    assert isinstance(model[0].act, nn.Identity) and model[0].fc1.activation == "gelu"
+    assert isinstance(model[1].act, nn.GELU) and model[1].fc1.activation == "none"  # tanh GELU is not the post-op
+    assert type(model[2]) is FusedLinear and model[2].activation == "none"
+    with pytest.raises(ValueError, match="activation must be one of"):
+        FusedLinear(4, 4, activation="gelu_tanh")
+    with pytest.raises(TypeError, match="nn.Linear"):
+        fuse_linear(nn.Conv2d(3, 3, 1))

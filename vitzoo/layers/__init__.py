@@ -4,7 +4,7 @@ timm.layers is used wherever it already has the piece; what lives here is what i
 """
 
 from .conv import DepthwiseConv2d
-from .fuse import fold_batchnorm, fold_batchnorm_sequence, merge_linears
+from .fuse import FusedLinear, fold_batchnorm, fold_batchnorm_sequence, fuse_linear, fuse_linears, merge_linears
 from .init import trunc_normal_init
 from .lightnet_pe import MdLrpeCosine, MdTpe, Tpe, md_lrpe_cosine
 from .local import ConvPosEnc, LocalConcentration
@@ -12,6 +12,7 @@ from .shape import map_to_tokens, pad_to_multiple, resize_pos_embed, tokens_to_m
 
 __all__ = [
     "ConvPosEnc",
+    "FusedLinear",
     "DepthwiseConv2d",
     "LocalConcentration",
     "MdLrpeCosine",
@@ -20,6 +21,8 @@ __all__ = [
     "fold_batchnorm",
     "map_to_tokens",
     "fold_batchnorm_sequence",
+    "fuse_linear",
+    "fuse_linears",
     "md_lrpe_cosine",
     "merge_linears",
     "pad_to_multiple",

@@ -8,15 +8,37 @@ or that precedes a padded convolution, is not a pure affine map of the conv outp
 
 Linear maps that read the same input (a mixer's separate q, k, v and gate projections) concatenate into one Linear
 whose output splits back into theirs: one matrix product instead of several (:func:`merge_linears`).
+
+On the CPU a Linear runs through oneDNN's inner product with its bias and a following activation as post-ops
+(:class:`FusedLinear`, the kernel ``torch.compile``'s CPU backend emits for the same pattern): no separate pass that
+broadcasts the bias into the output and no separate pass for the GELU. Measured on this 2-core CPU, fp32,
+[25,088 × 64] → 512 (InLine-PVT's first MLP at batch 8): Linear + GELU 44.2 → 24.0 ms, equal to the bit.
 """
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
+import torch.nn.functional as F
+from timm.layers import Mlp, register_notrace_function
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-__all__ = ["fold_batchnorm", "fold_batchnorm_sequence", "merge_linears"]
+__all__ = ["FusedLinear", "fold_batchnorm", "fold_batchnorm_sequence", "fuse_linear", "fuse_linears", "merge_linears"]
+
+# activation name -> (eager function, oneDNN post-op, its algorithm); the eager function is the module it replaces
+_ACTIVATIONS = {
+    "none": (lambda x: x, "none", ""),
+    "gelu": (F.gelu, "gelu", "none"),  # erf GELU, nn.GELU()'s default
+    "relu": (F.relu, "relu", ""),
+    "silu": (F.silu, "swish", ""),
+}
+_ACTIVATION_MODULES = {nn.GELU: "gelu", nn.ReLU: "relu", nn.SiLU: "silu"}
+# below this many rows the plain addmm is faster than oneDNN's setup (a classifier head on a small batch)
+_MIN_ROWS = 128
+_ONEDNN = torch.backends.mkldnn.is_available()
+_onednn_linear = torch.ops.mkldnn._linear_pointwise
 
 
 def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
@@ -65,3 +87,70 @@ def merge_linears(*linears: nn.Linear) -> nn.Linear:
             merged.bias.copy_(torch.cat([m.bias if m.bias is not None else m.weight.new_zeros(m.out_features)
                                          for m in linears]))
     return merged
+
+
+class FusedLinear(nn.Linear):
+    """A Linear with an optional activation applied to its output, computed in one oneDNN call on the CPU.
+
+    It is an ``nn.Linear`` (same ``weight`` and ``bias``), so state dicts are unchanged. The fused call runs for
+    fp32 CPU inputs of at least 128 rows when no gradient is needed (oneDNN's post-op kernel has no backward);
+    anything else (training, CUDA, half precision, a small batch, and ``torch.compile``, whose CPU backend makes the
+    same fusion itself) takes ``activation(F.linear(x))``, the same function.
+
+    Args:
+        in_features, out_features, bias: as ``nn.Linear``.
+        activation: ``"none"``, ``"gelu"`` (exact, erf), ``"relu"`` or ``"silu"``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, activation: str = "none",
+                 device=None, dtype=None):
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _linear_activation(x, self.weight, self.bias, self.activation)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", activation={self.activation}"
+
+
+@register_notrace_function
+@torch.fx.wrap
+def _linear_activation(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                       activation: str) -> torch.Tensor:
+    """activation(x Wᵀ + b); through oneDNN where it can run. An FX leaf: it branches on the input."""
+    eager, post_op, algorithm = _ACTIVATIONS[activation]
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                              or (bias is not None and bias.requires_grad))
+    if (_ONEDNN and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and not needs_grad
+            and x.numel() >= _MIN_ROWS * x.shape[-1] and not torch.compiler.is_compiling()):
+        return _onednn_linear(x, weight, bias, post_op, [], algorithm)
+    return eager(F.linear(x, weight, bias))
+
+
+def fuse_linear(linear: nn.Linear, activation: str = "none") -> FusedLinear:
+    """A :class:`FusedLinear` sharing ``linear``'s parameters, computing ``activation(linear(x))``."""
+    if not isinstance(linear, nn.Linear):
+        raise TypeError(f"fuse_linear takes an nn.Linear, got {type(linear).__name__}")
+    fused = FusedLinear(linear.in_features, linear.out_features, bias=linear.bias is not None, activation=activation,
+                        device="meta")
+    fused.weight, fused.bias = linear.weight, linear.bias
+    return fused
+
+
+def fuse_linears(model: nn.Module) -> nn.Module:
+    """In place: every timm ``Mlp`` whose activation is GELU / ReLU / SiLU gets its ``fc1`` fused with it (the
+    activation becomes Identity), then every other ``nn.Linear`` becomes a :class:`FusedLinear` without activation.
+    Modules with their own fc1 → activation pattern fuse it in their ``fuse()`` with :func:`fuse_linear`."""
+    for module in model.modules():
+        if type(module) is Mlp and isinstance(module.fc1, nn.Linear) and not isinstance(module.fc1, FusedLinear):
+            activation = _ACTIVATION_MODULES.get(type(module.act))
+            if activation is not None and getattr(module.act, "approximate", "none") == "none":
+                module.fc1, module.act = fuse_linear(module.fc1, activation), nn.Identity()
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if type(child) is nn.Linear:
+                setattr(parent, name, fuse_linear(child))
+    return model

@@ -29,7 +29,7 @@ from timm.models import generate_default_cfgs
 from timm.models._features import feature_take_indices
 from torch import nn
 
-from ..layers import DepthwiseConv2d, fold_batchnorm, fold_batchnorm_sequence, trunc_normal_init
+from ..layers import DepthwiseConv2d, fold_batchnorm, fold_batchnorm_sequence, fuse_linear, trunc_normal_init
 from ..mixers import create_mixer
 from ._builder import build_vitzoo_model, make_cfg
 from ._checkpoint import CheckpointError, unwrap_state_dict
@@ -101,6 +101,13 @@ class ConvFFN(nn.Module):
         x = self.act(self.fc1(x))
         x = x + self.dwconv.tokens(x, size)
         return self.fc2(x)
+
+    def fuse(self) -> "ConvFFN":
+        """timm's inference-fusion hook (returns the module to use): the GELU becomes a post-op of ``fc1``
+        (:func:`vitzoo.layers.fuse_linear`)."""
+        if not isinstance(self.act, nn.Identity):
+            self.fc1, self.act = fuse_linear(self.fc1, "gelu"), nn.Identity()
+        return self
 
 
 class Block(nn.Module):
