@@ -13,6 +13,7 @@ import contextlib
 import csv
 import ctypes
 import gc
+import json
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -22,6 +23,7 @@ import torch
 
 __all__ = [
     "BenchResult", "PeakMemory", "bench_denoiser", "bench_mixer", "bench_model", "grid_for_tokens", "markdown_table",
+    "parse_target",
     "write_csv",
     "plot_results",
 ]
@@ -288,6 +290,22 @@ def bench_denoiser(
 
     return _sweep(label or name, "denoiser", map(point, resolutions), batch=batch, device=dev, dtype=dtype,
                   min_iters=min_iters, max_seconds=max_seconds, progress=progress)
+
+
+def parse_target(spec: str) -> tuple[str, dict]:
+    """``"vzvit_small:mixer=linear,depth=2"`` -> ``("vzvit_small", {"mixer": "linear", "depth": 2})``; values are
+    read as JSON where they parse (numbers, booleans, lists) and kept as strings otherwise."""
+    name, _, rest = spec.partition(":")
+    kwargs = {}
+    for item in filter(None, rest.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"expected key=value in {spec!r}, got {item!r}")
+        try:
+            kwargs[key] = json.loads(value)
+        except json.JSONDecodeError:
+            kwargs[key] = value
+    return name, kwargs
 
 
 def write_csv(results: Iterable[BenchResult], path: str | Path) -> Path:

@@ -9,8 +9,9 @@ Writes ``<out>/<name>.csv`` and ``<out>/<name>.png`` and prints a markdown table
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from vitzoo.benchmark import parse_target
 
 from ._models import check_mixer_kwargs, check_model_kwargs
 from ._types import positive_float, positive_int
@@ -51,21 +52,6 @@ def _cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-
-def parse_target(spec: str) -> tuple[str, dict]:
-    """``"vzvit_small:mixer=linear,depth=2"`` -> ``("vzvit_small", {"mixer": "linear", "depth": 2})``."""
-    name, _, rest = spec.partition(":")
-    kwargs = {}
-    for item in filter(None, rest.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"expected key=value in {spec!r}, got {item!r}")
-        try:
-            kwargs[key] = json.loads(value)
-        except json.JSONDecodeError:
-            kwargs[key] = value
-    return name, kwargs
 
 
 def run(args: argparse.Namespace) -> int:
