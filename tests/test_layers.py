@@ -7,7 +7,7 @@ import torch
 
 from torch import nn
 
-from vitzoo.layers import DepthwiseConv2d, trunc_normal_init
+from vitzoo.layers import DepthwiseConv2d, map_to_tokens, tokens_to_map, trunc_normal_init
 
 
 def test_depthwise_conv_tokens_equal_maps():
@@ -18,6 +18,24 @@ def test_depthwise_conv_tokens_equal_maps():
     assert conv.weight.shape == (6, 1, 5, 5) and conv(x).shape == x.shape
     with pytest.raises(ValueError, match="odd"):
         DepthwiseConv2d(6, 4)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_tokens_to_map_is_a_channels_last_view_that_convs_keep(batch):
+    """No copy in either direction, for any batch (a batch of one is where transpose+reshape loses the layout), and
+    a depthwise conv on the view answers in channels-last, so its tokens come back without a copy either."""
+    tokens = torch.randn(batch, 4 * 7, 6)
+    image = tokens_to_map(tokens, (4, 7))
+    assert image.shape == (batch, 6, 4, 7) and image.data_ptr() == tokens.data_ptr()
+    assert image.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(image, tokens.transpose(1, 2).reshape(batch, 6, 4, 7), atol=0, rtol=0)
+    out = DepthwiseConv2d(6, 3)(image)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    back = map_to_tokens(out)
+    assert back.is_contiguous() and back.data_ptr() == out.data_ptr()
+    nchw = torch.randn(batch, 6, 4, 7)  # a stem's NCHW output: one copy into dense tokens
+    torch.testing.assert_close(map_to_tokens(nchw), nchw.flatten(2).transpose(1, 2), atol=0, rtol=0)
+    assert map_to_tokens(nchw).is_contiguous()
 
 
 def test_trunc_normal_init_touches_only_the_requested_layers():

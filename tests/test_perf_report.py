@@ -54,7 +54,7 @@ def test_report_times_the_official_code_and_records_it(official_root, tmp_path, 
     assert "measured in this run" in report and "| RAVLT |" in report
     recorded = (out / "perf" / "official_vs_vitzoo.csv").read_text().splitlines()
     assert recorded[0].startswith("# machine: ") and recorded[2].startswith("ravlt_t,64,2,")
-    for name in ("families_vs_softmax.csv", "families_vs_softmax.png", "linear_mixers_scaling.png"):
+    for name in ("families_vs_softmax.csv", "families_vs_softmax.png", "linear_mixers_scaling.csv"):
         assert (out / "perf" / name).stat().st_size > 0
     scaling = next(line for line in report.splitlines() if line.startswith("| linear |"))
     assert scaling.endswith("× |")

@@ -8,10 +8,10 @@ under ``vitzoo/`` except those imports it."""
 from .denoisers import DenoiserBench, get_denoiser, list_denoisers, register_denoiser
 from .flops import count_flops
 from .measure import (BenchResult, PeakMemory, bench_denoiser, bench_mixer, bench_model, grid_for_tokens,
-                      markdown_table, parse_target, plot_results, write_csv)
+                      interleaved_medians, markdown_table, parse_target, plot_results, write_csv)
 
 __all__ = [
     "BenchResult", "DenoiserBench", "PeakMemory", "bench_denoiser", "bench_mixer", "bench_model", "count_flops",
-    "get_denoiser", "grid_for_tokens", "list_denoisers", "markdown_table", "parse_target", "plot_results",
-    "register_denoiser", "write_csv",
+    "get_denoiser", "grid_for_tokens", "interleaved_medians", "list_denoisers", "markdown_table", "parse_target",
+    "plot_results", "register_denoiser", "write_csv",
 ]

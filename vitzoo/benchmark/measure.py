@@ -15,6 +15,8 @@ import ctypes
 import gc
 import json
 import math
+import statistics
+import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
@@ -23,7 +25,7 @@ import torch
 
 __all__ = [
     "BenchResult", "PeakMemory", "bench_denoiser", "bench_mixer", "bench_model", "grid_for_tokens", "markdown_table",
-    "parse_target",
+    "interleaved_medians", "parse_target",
     "write_csv",
     "plot_results",
 ]
@@ -290,6 +292,24 @@ def bench_denoiser(
 
     return _sweep(label or name, "denoiser", map(point, resolutions), batch=batch, device=dev, dtype=dtype,
                   min_iters=min_iters, max_seconds=max_seconds, progress=progress)
+
+
+def interleaved_medians(steps: Sequence[Callable[[], Any]], *, repeats: int = 9, warmup: int = 2) -> list[float]:
+    """Median ms per call of each step, timed in turns: every repetition calls each step once, in order, so that a
+    slow phase of a shared machine hits all of them alike (comparisons and ratios rather than absolute times)."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    times: list[list[float]] = [[] for _ in steps]
+    with torch.inference_mode():
+        for step in steps:
+            for _ in range(warmup):
+                step()
+        for _ in range(repeats):
+            for step, spent in zip(steps, times):
+                start = time.perf_counter()
+                step()
+                spent.append(time.perf_counter() - start)
+    return [statistics.median(spent) * 1e3 for spent in times]
 
 
 def parse_target(spec: str) -> tuple[str, dict]:

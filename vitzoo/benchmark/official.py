@@ -12,16 +12,17 @@ The official files need ``einops`` (``pip install einops``).
 from __future__ import annotations
 
 import importlib.util
-import statistics
 import sys
-import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 from unittest import mock
 
 import torch
 from torch import nn
+
+from .measure import interleaved_medians
 
 __all__ = ["OFFICIAL_MODELS", "OfficialModel", "SideBySide", "compare_with_official", "load_official",
            "time_side_by_side"]
@@ -136,22 +137,12 @@ class SideBySide:
 def time_side_by_side(official: nn.Module, vitzoo_model: nn.Module, x: torch.Tensor, *,
                       repeats: int = 9) -> tuple[float, float, float]:
     """Median ms of ``official``, ``vitzoo_model`` and ``vitzoo.optimize(vitzoo_model)`` on ``x``, timed interleaved
-    (one call of each per repetition, after two warm-up calls each) so that a slow phase of the machine hits all
-    three alike."""
+    (:func:`~vitzoo.benchmark.measure.interleaved_medians`)."""
     from ..models import optimize
 
     candidates = [official.eval(), vitzoo_model.eval(), optimize(vitzoo_model, fuse=True)]
-    times: list[list[float]] = [[] for _ in candidates]
-    with torch.inference_mode():
-        for model in candidates:
-            model(x)
-            model(x)
-        for _ in range(repeats):
-            for model, spent in zip(candidates, times):
-                start = time.perf_counter()
-                model(x)
-                spent.append(time.perf_counter() - start)
-    official_ms, vitzoo_ms, fused_ms = (statistics.median(t) * 1e3 for t in times)
+    official_ms, vitzoo_ms, fused_ms = interleaved_medians([partial(model, x) for model in candidates],
+                                                           repeats=repeats)
     return official_ms, vitzoo_ms, fused_ms
 
 

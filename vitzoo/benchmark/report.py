@@ -14,12 +14,14 @@ import math
 import os
 import platform
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import torch
 
-from .measure import BenchResult, bench_denoiser, bench_mixer, bench_model, parse_target, plot_results, write_csv
+from .measure import (BenchResult, bench_denoiser, bench_model, grid_for_tokens, interleaved_medians, parse_target,
+                      plot_results, write_csv)
 from .official import SideBySide, compare_with_official
 
 __all__ = ["DEFAULT_FAMILIES", "LINEAR_MIXERS", "OFFICIAL_INPUTS", "ReportOptions", "crossover", "machine",
@@ -219,19 +221,31 @@ def _compile_section(data: Path, options: ReportOptions, host: str, note) -> str
 
 
 def _mixer_section(data: Path, options: ReportOptions, host: str, note) -> str:
-    results: list[BenchResult] = []
+    from ..mixers import create_mixer
+
     low, high = options.mixer_tokens
     lines = ["## Linear mixers in the token count", "",
              f"Each linear mixer, dim 64, 4 heads, batch 1: time for {high:,} tokens over time for {low:,} "
-             f"({high // low}× the tokens).", "", f"| mixer | {low:,} tokens ms | {high:,} tokens ms | ratio |",
-             "|---|---|---|---|"]
+             f"({high // low}× the tokens), the two timed in turns ({options.repeats} repetitions, medians).", "",
+             f"| mixer | {low:,} tokens ms | {high:,} tokens ms | ratio |", "|---|---|---|---|"]
+    rows = []
     for name in options.mixers:
-        points = bench_mixer(name, [low, high], max_seconds=options.max_seconds, progress=note)
-        results += points
-        lines.append(f"| {name} | {_ms(points[0])} | {_ms(points[1])} | {points[1].ms / points[0].ms:.1f}× |")
-    write_csv(results, data / "linear_mixers_scaling.csv")
-    plot_results(results, data / "linear_mixers_scaling.png", title=f"linear mixers, dim 64, 4 heads ({host})")
-    return "\n".join(lines + ["", "![mixers](perf/linear_mixers_scaling.png)", ""])
+        mixer = create_mixer(name, 64, 4).eval()
+        steps = []
+        for tokens in (low, high):
+            size = grid_for_tokens(tokens)
+            steps.append(partial(mixer, torch.randn(1, size[0] * size[1], 64), size))
+        low_ms, high_ms = interleaved_medians(steps, repeats=options.repeats)
+        rows.append({"mixer": name, "tokens_low": low, "ms_low": low_ms, "tokens_high": high, "ms_high": high_ms,
+                     "ratio": high_ms / low_ms})
+        lines.append(f"| {name} | {low_ms:.2f} | {high_ms:.1f} | {high_ms / low_ms:.1f}× |")
+        note(f"{name}: {high_ms / low_ms:.1f}x")
+    with open(data / "linear_mixers_scaling.csv", "w", newline="") as handle:
+        handle.write(f"# machine: {host}\n")
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return "\n".join(lines) + "\n"
 
 
 def _bench_spec(spec: str, options: ReportOptions, *, fuse: bool = False, compile: bool = False, note,

@@ -134,7 +134,7 @@ class InLineMixer(TokenMixer):
             [B, P + H·W, C].
         """
         batch, _, tokens, _ = value.shape
-        out = injective_linear_attention(query * self.scale, key, value)
+        out = injective_linear_attention(query, key, value, scale=self.scale)
         out = out.transpose(1, 2).reshape(batch, tokens, self.dim)
         kernels = self.residual(mean_token.unsqueeze(-1)).view(batch, self.dim, 3, 3)
         height, width = size
@@ -172,7 +172,7 @@ class InLineMixer(TokenMixer):
         if num_prefix_tokens:
             # the prefix tokens attend to themselves and every real (unpadded) spatial token
             q, k, v = self._project(x)
-            prefix_out = injective_linear_attention(q[:, :, :num_prefix_tokens] * self.scale, k, v)
+            prefix_out = injective_linear_attention(q[:, :, :num_prefix_tokens], k, v, scale=self.scale)
             out = torch.cat([prefix_out.transpose(1, 2).reshape(batch, num_prefix_tokens, self.dim), out], dim=1)
         return out
 

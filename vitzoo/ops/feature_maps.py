@@ -10,8 +10,16 @@ import torch.nn.functional as F
 __all__ = ["FEATURE_MAPS", "get_feature_map"]
 
 
+# Both maps run on a contiguous copy of a strided input (per-head views of a fused qkv projection): on this CPU an
+# ELU over [1, 4, 65,536, 16] took 11.2 ms strided and 1.2 + 5.3 ms as copy + contiguous ELU.
+
+
 def _elu_plus_one(x: torch.Tensor) -> torch.Tensor:
-    return F.elu(x) + 1.0
+    return F.elu(x.contiguous()) + 1.0
+
+
+def _relu(x: torch.Tensor) -> torch.Tensor:
+    return F.relu(x.contiguous())
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
@@ -20,7 +28,7 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
 
 FEATURE_MAPS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "elu": _elu_plus_one,
-    "relu": F.relu,
+    "relu": _relu,
     "identity": _identity,
 }
 

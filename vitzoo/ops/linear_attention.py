@@ -36,8 +36,8 @@ __all__ = [
 ]
 
 CHUNK_TOKENS = 16384
-"""Above this many tokens the fast forms stream keys and queries in chunks of this size, so that the fp32
-working copies (and the appended column of ones) are chunk-sized instead of sequence-sized."""
+"""Above this many tokens the fast forms stream half-precision keys and queries in chunks of this size, so that
+their fp32 working copies are chunk-sized instead of sequence-sized (fp32 inputs need no copy and run in one pass)."""
 
 
 @register_notrace_function
@@ -122,16 +122,18 @@ def linear_attention_terms(query: torch.Tensor, key: torch.Tensor,
     return out[..., :-1], out[..., -1:]
 
 
-def injective_linear_attention_naive(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+def injective_linear_attention_naive(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *,
+                                     scale: float = 1.0) -> torch.Tensor:
     """Reference for :func:`injective_linear_attention`: the score matrix and the correction term, in fp32."""
-    numerator, mean_score = linear_attention_terms_naive(query, key, value)
+    numerator, mean_score = linear_attention_terms_naive(query.float() * scale, key, value)
     out = numerator + (1 - mean_score) * value.float().mean(dim=-2, keepdim=True)
     return out.to(value.dtype)
 
 
-def injective_linear_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """InLine's global term (Eq. 5 of arXiv:2412.04431) for scaled queries:
-    ``(1/N) Σ_j (q_i·k_j) v_j + (1 − q_i·mean k) mean v``.
+def injective_linear_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *,
+                               scale: float = 1.0) -> torch.Tensor:
+    """InLine's global term (Eq. 5 of arXiv:2412.04431) for the queries times ``scale``:
+    ``(1/N) Σ_j (s q_i·k_j) v_j + (1 − s q_i·mean k) mean v``.
 
     Fast form: the correction is rank one in the state, ``out_i = q_i (KV/N − mean k mean vᵀ) + mean v``, so the
     whole term is one product with a corrected [D, Dv] state plus a broadcast add (``baddbmm``), instead of the
@@ -139,17 +141,18 @@ def injective_linear_attention(query: torch.Tensor, key: torch.Tensor, value: to
     :func:`linear_attention`.
 
     Args:
-        query: queries already multiplied by the attention scale [B, heads, Nq, D].
+        query: [B, heads, Nq, D]; the attention scale s goes into the [D, Dv] state, not over the queries.
         key: [B, heads, N, D]; value: [B, heads, N, Dv].
+        scale: s.
 
     Returns:
         [B, heads, Nq, Dv] in the value dtype.
     """
     if use_naive():
-        return injective_linear_attention_naive(query, key, value)
+        return injective_linear_attention_naive(query, key, value, scale=scale)
     _check(query, key, value)
     kv, key_mean, value_mean = _kv_state(key, value, True)
-    corrected = kv - key_mean.transpose(-2, -1) * value_mean  # KV/N − mean k mean vᵀ, [B, heads, D, Dv]
+    corrected = (kv - key_mean.transpose(-2, -1) * value_mean) * scale  # s (KV/N − mean k mean vᵀ): [B, h, D, Dv]
     return _apply_state(query, corrected, value.dtype, bias=value_mean)
 
 
@@ -172,11 +175,12 @@ def _kv_state(key: torch.Tensor, value: torch.Tensor,
     are chunk-sized. An FX leaf: it loops over the token count.
     """
     tokens = key.shape[-2]
+    chunk = tokens if key.dtype == value.dtype == torch.float32 else CHUNK_TOKENS
     with torch.autocast(device_type=key.device.type, enabled=False):
         kv = key_sum = value_sum = None
-        for start in range(0, tokens, CHUNK_TOKENS):
-            k = key[..., start:start + CHUNK_TOKENS, :].float()
-            v = value[..., start:start + CHUNK_TOKENS, :].float()
+        for start in range(0, tokens, chunk):
+            k = key[..., start:start + chunk, :].float()
+            v = value[..., start:start + chunk, :].float()
             parts = (k.transpose(-2, -1) @ v, k.sum(dim=-2, keepdim=True),
                      v.sum(dim=-2, keepdim=True) if with_value_mean else v.new_empty(0))
             kv, key_sum, value_sum = parts if kv is None else (kv + parts[0], key_sum + parts[1], value_sum + parts[2])
@@ -190,7 +194,7 @@ def _apply_state(query: torch.Tensor, state: torch.Tensor, dtype: torch.dtype,
     """``query @ state (+ bias)`` in fp32 with autocast off, cast to ``dtype``, streamed over chunks of queries."""
     tokens = query.shape[-2]
     with torch.autocast(device_type=query.device.type, enabled=False):
-        if tokens <= CHUNK_TOKENS:
+        if tokens <= CHUNK_TOKENS or query.dtype == torch.float32:
             q = query.float()
             out = q @ state if bias is None else torch.baddbmm(bias.flatten(0, -3), q.flatten(0, -3),
                                                                  state.flatten(0, -3)).view(*q.shape[:-1], -1)
