@@ -12,8 +12,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._types import positive_float, positive_int
+from ._types import bounded_int, positive_float
 
+MAX_SECONDS = 3600.0
 HELP = "measure and write the performance report (docs/performance.md): vs official code, softmax twins, compile"
 
 
@@ -25,19 +26,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="vitzoo names to time against the official code (default: every tiny and small variant)")
     parser.add_argument("--families", nargs="+", default=None,
                         help="families to time against their softmax twin (default: all), e.g. RAVLT L2ViT")
-    parser.add_argument("--sizes", type=positive_int, nargs="+", default=[224, 512, 1024],
+    parser.add_argument("--sizes", type=bounded_int(16, 8192), nargs="+", default=[224, 512, 1024],
                         help="square input sizes of the twin comparison")
-    parser.add_argument("--diffusion-sizes", type=positive_int, nargs="*", default=[256, 512, 1024, 2048],
+    parser.add_argument("--diffusion-sizes", type=bounded_int(64, 8192), nargs="*", default=[256, 512, 1024, 2048],
                         help="image sizes of the diffusion comparison (none: skip it)")
     parser.add_argument("--compile-models", nargs="*", default=None,
                         help="models whose torch.compile speedup is measured (none: skip)")
     parser.add_argument("--mixers", nargs="*", default=None, help="linear mixers for the scaling table (none: skip)")
-    parser.add_argument("--mixer-tokens", type=positive_int, nargs=2, default=[1024, 65536],
+    parser.add_argument("--mixer-tokens", type=bounded_int(16, 1 << 22), nargs=2, default=[1024, 65536],
                         help="the two token counts of the scaling table")
     parser.add_argument("--official-inputs", type=_input, nargs="+", default=None,
                         help="SIZExBATCH inputs of the official table (default: 224x8 512x1)")
-    parser.add_argument("--repeats", type=positive_int, default=9, help="interleaved repetitions (official table)")
-    parser.add_argument("--max-seconds", type=positive_float, default=10.0, help="time budget per measured point")
+    parser.add_argument("--repeats", type=bounded_int(1, 1000), default=9,
+                        help="repetitions of the interleaved timings (official table, mixer scaling)")
+    parser.add_argument("--max-seconds", type=positive_float, default=10.0,
+                        help=f"time budget per measured point, at most {MAX_SECONDS:.0f}")
 
 
 def _input(text: str) -> tuple[int, int]:
@@ -53,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
     from vitzoo.benchmark.official import OFFICIAL_MODELS
     from vitzoo.benchmark.report import DEFAULT_FAMILIES, ReportOptions, write_report
 
+    if args.max_seconds > MAX_SECONDS:
+        raise ValueError(f"--max-seconds must be at most {MAX_SECONDS:.0f}, got {args.max_seconds:g}")
     families = DEFAULT_FAMILIES
     if args.families is not None:
         unknown = sorted(set(args.families) - set(DEFAULT_FAMILIES))
