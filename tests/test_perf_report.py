@@ -52,6 +52,7 @@ def test_report_times_the_official_code_and_records_it(official_root, tmp_path, 
     official_ms, vitzoo_ms, fused_ms, ratio, ratio_fused = (float(c.strip(" *")) for c in row.split("|")[3:8])
     assert min(official_ms, vitzoo_ms, fused_ms) > 0 and ratio == pytest.approx(official_ms / vitzoo_ms, abs=0.006)
     assert "measured in this run" in report and "| RAVLT |" in report
+    assert str(official_root) not in report  # no path of the measuring machine in a file meant to be committed
     recorded = (out / "perf" / "official_vs_vitzoo.csv").read_text().splitlines()
     assert recorded[0].startswith("# machine: ") and recorded[2].startswith("ravlt_t,64,2,")
     for name in ("families_vs_softmax.csv", "families_vs_softmax.png", "linear_mixers_scaling.csv"):

@@ -123,7 +123,7 @@ def _official_section(data: Path, options: ReportOptions, host: str, note) -> st
         rows = compare_with_official(options.official_root, options.official_models, options.official_inputs,
                                      repeats=options.repeats, progress=note)
         _write_rows(path, rows, host)
-        origin = f"measured in this run from the clones in `{options.official_root}`"
+        origin = "measured in this run from clones of the official repositories (`--official-root`)"
     elif path.is_file():
         rows, recorded_on = _read_rows(path)
         origin = f"recorded by an earlier run of this command with `--official-root` on: {recorded_on}"
