@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import vitzoo
@@ -146,6 +147,7 @@ def test_fused_linear_equals_linear_then_activation(activation, module, bias, mo
     calls = []
     kernel = fuse_module._onednn_linear
     monkeypatch.setattr(fuse_module, "_onednn_linear", lambda *a: calls.append(a[3]) or kernel(*a))
+    monkeypatch.setattr(fuse_module, "_onednn_is_faster", lambda *a: True)
     linear = nn.Linear(48, 80, bias=bias)
     fused = fuse_linear(linear, activation)
     assert fused.weight is linear.weight and fused.bias is linear.bias
@@ -162,6 +164,29 @@ def test_fused_linear_equals_linear_then_activation(activation, module, bias, mo
     module(linear(expected)).sum().backward()
     torch.testing.assert_close(leaf.grad, expected.grad)
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("onednn_ms, aten_ms", [(1.0, 2.0), (2.0, 1.0)], ids=["onednn-faster", "mkl-faster"])
+def test_fused_linear_keeps_the_kernel_that_timed_faster(onednn_ms, aten_ms, monkeypatch):
+    """The first call of a shape times both kernels and the faster one runs from then on, for every row count of
+    the same power-of-two bucket; another bucket is timed anew. Either way the output is activation(linear(x))."""
+    import vitzoo.layers.fuse as fuse_module
+
+    monkeypatch.setattr(fuse_module, "_FASTER_KERNEL", {})
+    timings = iter([onednn_ms, aten_ms, onednn_ms, aten_ms])
+    monkeypatch.setattr(fuse_module, "_best_time", lambda call: next(timings))
+    calls = []
+    kernel = fuse_module._onednn_linear
+    monkeypatch.setattr(fuse_module, "_onednn_linear", lambda *a: calls.append(a[3]) or kernel(*a))
+    linear = nn.Linear(24, 40)
+    fused = fuse_linear(linear, "gelu")
+    with torch.no_grad():
+        for rows in (150, 200, 256, 300):  # 150-256 share the 256 bucket, 300 is timed again (512)
+            x = torch.randn(rows, 24)
+            torch.testing.assert_close(fused(x), F.gelu(linear(x)), atol=1e-5, rtol=1e-5)
+    assert sorted(key[0] for key in fuse_module._FASTER_KERNEL) == [256, 512]
+    assert len(calls) == (4 if onednn_ms < aten_ms else 0)
+    assert next(timings, None) is None
 
 
 def test_fuse_linears_folds_mlp_activations_and_keeps_the_rest():

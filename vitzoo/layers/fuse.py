@@ -9,15 +9,20 @@ or that precedes a padded convolution, is not a pure affine map of the conv outp
 Linear maps that read the same input (a mixer's separate q, k, v and gate projections) concatenate into one Linear
 whose output splits back into theirs: one matrix product instead of several (:func:`merge_linears`).
 
-On the CPU a Linear runs through oneDNN's inner product with its bias and a following activation as post-ops
+On the CPU a Linear can run through oneDNN's inner product with its bias and a following activation as post-ops
 (:class:`FusedLinear`, the kernel ``torch.compile``'s CPU backend emits for the same pattern): no separate pass that
 broadcasts the bias into the output and no separate pass for the GELU. Measured on this 2-core CPU, fp32,
-[25,088 × 64] → 512 (InLine-PVT's first MLP at batch 8): Linear + GELU 44.2 → 24.0 ms, equal to the bit.
+[25,088 × 64] → 512 (InLine-PVT's first MLP at batch 8): Linear + GELU 44.2 → 24.0 ms, equal to the bit. Where the
+product is compute-bound MKL's GEMM is the faster one instead ([1,025 × 320] → 1,280 + GELU: oneDNN 3.13 ms, MKL's
+addmm then GELU 2.94 ms), so the first call of each shape times both and keeps the faster, as
+``torch.backends.cudnn.benchmark`` does for convolutions (:func:`_onednn_is_faster`).
 """
 
 from __future__ import annotations
 
 from typing import Optional
+
+import time
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +44,9 @@ _ACTIVATION_MODULES = {nn.GELU: "gelu", nn.ReLU: "relu", nn.SiLU: "silu"}
 _MIN_ROWS = 128
 _ONEDNN = torch.backends.mkldnn.is_available()
 _onednn_linear = torch.ops.mkldnn._linear_pointwise
+# (rows rounded up to a power of two, in, out, bias, activation, threads) -> whether oneDNN was the faster kernel
+_FASTER_KERNEL: dict[tuple, bool] = {}
+_TIMED_CALLS = 3
 
 
 def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
@@ -93,7 +101,8 @@ class FusedLinear(nn.Linear):
     """A Linear with an optional activation applied to its output, computed in one oneDNN call on the CPU.
 
     It is an ``nn.Linear`` (same ``weight`` and ``bias``), so state dicts are unchanged. The fused call runs for
-    fp32 CPU inputs of at least 128 rows when no gradient is needed (oneDNN's post-op kernel has no backward);
+    fp32 CPU inputs of at least 128 rows when no gradient is needed (oneDNN's post-op kernel has no backward) and
+    when it timed faster than MKL's GEMM for the shape (:func:`_onednn_is_faster`);
     anything else (training, CUDA, half precision, a small batch, and ``torch.compile``, whose CPU backend makes the
     same fusion itself) takes ``activation(F.linear(x))``, the same function.
 
@@ -125,9 +134,41 @@ def _linear_activation(x: torch.Tensor, weight: torch.Tensor, bias: Optional[tor
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
                                               or (bias is not None and bias.requires_grad))
     if (_ONEDNN and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and not needs_grad
-            and x.numel() >= _MIN_ROWS * x.shape[-1] and not torch.compiler.is_compiling()):
+            and x.numel() >= _MIN_ROWS * x.shape[-1] and not torch.compiler.is_compiling()
+            and _onednn_is_faster(x, weight, bias, activation)):
         return _onednn_linear(x, weight, bias, post_op, [], algorithm)
     return eager(F.linear(x, weight, bias))
+
+
+def _onednn_is_faster(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], activation: str) -> bool:
+    """Whether oneDNN's fused call beats ``activation(F.linear(x))`` (MKL's GEMM) for this shape, timed once.
+
+    The first call of a shape (rows rounded up to a power of two, so a detector's varying image sizes time a
+    few buckets, not every size) runs each kernel once to warm it up, then ``_TIMED_CALLS`` times, and keeps
+    the one with the smaller best time. The two agree to float rounding (about 1e-6 relative), so the choice
+    changes speed, not results beyond that.
+    """
+    rows = x.numel() // x.shape[-1]
+    key = (1 << (rows - 1).bit_length(), weight.shape[1], weight.shape[0], bias is not None, activation,
+           torch.get_num_threads())
+    faster = _FASTER_KERNEL.get(key)
+    if faster is None:
+        eager, post_op, algorithm = _ACTIVATIONS[activation]
+        onednn = _best_time(lambda: _onednn_linear(x, weight, bias, post_op, [], algorithm))
+        aten = _best_time(lambda: eager(F.linear(x, weight, bias)))
+        faster = _FASTER_KERNEL[key] = onednn < aten
+    return faster
+
+
+def _best_time(call) -> float:
+    """The shortest of ``_TIMED_CALLS`` timed calls after one warm-up call, in seconds."""
+    call()
+    best = float("inf")
+    for _ in range(_TIMED_CALLS):
+        start = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 def fuse_linear(linear: nn.Linear, activation: str = "none") -> FusedLinear:
