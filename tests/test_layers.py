@@ -7,7 +7,7 @@ import torch
 
 from torch import nn
 
-from vitzoo.layers import DepthwiseConv2d, map_to_tokens, tokens_to_map, trunc_normal_init
+from vitzoo.layers import DepthwiseConv2d, GroupedPointwiseConv1d, map_to_tokens, tokens_to_map, trunc_normal_init
 
 
 def test_depthwise_conv_tokens_equal_maps():
@@ -58,3 +58,22 @@ def test_trunc_normal_init_skips_meta_tensors():
         layer = nn.Linear(4, 4)
     layer.apply(trunc_normal_init())
     assert layer.weight.is_meta
+
+
+@pytest.mark.parametrize("batch, length, groups, bias", [(1, 1, 6, True), (3, 1, 3, True), (2, 5, 2, False),
+                                                         (4, 7, 1, True)])
+def test_grouped_pointwise_conv_equals_conv1d(batch, length, groups, bias):
+    """The batched-product form gives nn.Conv1d's output (and gradients) with the same parameters and keys."""
+    conv = GroupedPointwiseConv1d(12, 18, groups=groups, bias=bias)
+    reference = nn.Conv1d(12, 18, 1, groups=groups, bias=bias)
+    reference.load_state_dict(conv.state_dict())
+    x = torch.randn(batch, 12, length, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
+    out, expected = conv(x), reference(x_ref)
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-6)
+    out.square().sum().backward()
+    expected.square().sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(conv.weight.grad, reference.weight.grad, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"expected \[B, 12, L\]"):
+        conv(torch.randn(2, 10, 1))

@@ -3,7 +3,7 @@
 timm.layers is used wherever it already has the piece; what lives here is what it lacks.
 """
 
-from .conv import DepthwiseConv2d
+from .conv import DepthwiseConv2d, GroupedPointwiseConv1d
 from .fuse import FusedLinear, fold_batchnorm, fold_batchnorm_sequence, fuse_linear, fuse_linears, merge_linears
 from .init import trunc_normal_init
 from .lightnet_pe import MdLrpeCosine, MdTpe, Tpe, md_lrpe_cosine
@@ -14,6 +14,7 @@ __all__ = [
     "ConvPosEnc",
     "FusedLinear",
     "DepthwiseConv2d",
+    "GroupedPointwiseConv1d",
     "LocalConcentration",
     "MdLrpeCosine",
     "MdTpe",

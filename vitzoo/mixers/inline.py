@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from timm.layers import register_notrace_function
 from torch import nn
 
-from ..layers import DepthwiseConv2d
+from ..layers import DepthwiseConv2d, GroupedPointwiseConv1d
 from ..ops import injective_linear_attention, window_partition, window_reverse
 from ._base import TokenMixer, check_heads, register_mixer, split_prefix
 
@@ -99,9 +99,9 @@ class InLineMixer(TokenMixer):
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         # kernel generator: head g's 9·D kernel values depend only on head g's D mean channels
         self.residual = nn.Sequential(
-            nn.Conv1d(dim, dim, kernel_size=1, groups=num_heads),
+            GroupedPointwiseConv1d(dim, dim, groups=num_heads),
             nn.GELU(),
-            nn.Conv1d(dim, dim * 9, kernel_size=1, groups=num_heads),
+            GroupedPointwiseConv1d(dim, dim * 9, groups=num_heads),
         )
         self.lepe = DepthwiseConv2d(dim, 3) if lepe else None
         self.proj = nn.Linear(dim, dim)
