@@ -6,6 +6,8 @@ import collections
 import importlib
 import importlib.util
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -107,6 +109,22 @@ def report_golden_skips(terminalreporter) -> None:
                                     "for the parity tests); set VITZOO_GOLDEN_DIR to run them", yellow=True)
     for reason, n in reasons.most_common():
         terminalreporter.write_line(f"{n} x {reason}")
+
+
+def launch_two_processes(function: Callable[..., None], *args: str) -> None:
+    """accelerate's ``debug_launcher(function, args, num_processes=2)``, run from a fresh interpreter.
+
+    The launcher forks, and a process that has run a ``torch.compile``d backward cannot fork children that use
+    autograd ("Unable to handle autograd's threading in combination with fork-based multiprocessing"). Whether
+    this test process has depends on which tests xdist gave it before, so the fork happens in a clean one.
+    ``function`` must be importable by its module and name; ``args`` are strings.
+    """
+    code = ("from accelerate import debug_launcher\n"
+            f"from {function.__module__} import {function.__name__} as function\n"
+            f"debug_launcher(function, args={args!r}, num_processes=2)\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, sys.path)))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"the two-process run failed:\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
 
 
 def assert_exports_and_compiles(model: torch.nn.Module, x: torch.Tensor) -> None:

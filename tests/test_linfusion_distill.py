@@ -13,6 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import launch_two_processes
+
 from vitzoo.data.captions import ImageCaptionFolder
 from vitzoo.diffusion.distill import LinFusionDistiller, linfusion_distillation_loss
 from vitzoo.diffusion.linfusion import LinFusion
@@ -273,10 +275,8 @@ def test_shipped_configs_parse(name):
 
 @pytest.mark.slow
 def test_two_processes_stay_in_sync(setup):
-    from accelerate import debug_launcher
-
     model, data, tmp = setup
-    debug_launcher(_two_process_run, args=(str(model), str(data), str(tmp)), num_processes=2)
+    launch_two_processes(_two_process_run, str(model), str(data), str(tmp))
     weights = _weights(tmp / "ddp" / "last.safetensors")
     ranks = [torch.load(tmp / "ddp" / f"rank{r}.pt", weights_only=True) for r in range(2)]
     for key, value in weights.items():

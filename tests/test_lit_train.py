@@ -12,6 +12,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from conftest import launch_two_processes
+
 from vitzoo.data.latents import LatentDataset, cache_latents, center_crop_arr, read_cache_index
 from vitzoo.diffusion.dit import VzDiTTransformer2DModel
 from vitzoo.commands.train_lit import parse_args as parse_train_lit_args
@@ -233,11 +235,9 @@ def _two_process_worker(cache: str, runs: str, report: str) -> None:
 
 
 def test_two_processes_split_the_batches_and_stay_in_sync(pixel_cache, tmp_path):
-    from accelerate import debug_launcher
-
     report = tmp_path / "report"
     report.mkdir()
-    debug_launcher(_two_process_worker, args=(str(pixel_cache), str(tmp_path), str(report)), num_processes=2)
+    launch_two_processes(_two_process_worker, str(pixel_cache), str(tmp_path), str(report))
     ranks = [json.loads((report / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert {r["world"] for r in ranks} == {2} and ranks[0]["pid"] != ranks[1]["pid"]
     assert [r["steps"] for r in ranks] == [2, 2] and len(ranks[0]["seen"]) == len(ranks[1]["seen"]) == 2

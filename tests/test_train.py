@@ -12,7 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import launch_two_processes
 from test_data import corrupt, write_image_folder
+
 from vitzoo.cli import main
 from vitzoo.train import Checkpointer
 from vitzoo.commands.train import parse_args as parse_train_args
@@ -215,11 +217,9 @@ def _two_process_worker(data: str, runs: str, report: str) -> None:
 
 
 def test_two_processes_through_accelerate_split_the_data_and_stay_in_sync(data, tmp_path):
-    from accelerate import debug_launcher
-
     report = tmp_path / "report"
     report.mkdir()
-    debug_launcher(_two_process_worker, args=(str(data), str(tmp_path / "runs"), str(report)), num_processes=2)
+    launch_two_processes(_two_process_worker, str(data), str(tmp_path / "runs"), str(report))
     ranks = [json.loads((report / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["rank"] for r in ranks] == [0, 1] and {r["world"] for r in ranks} == {2}
     assert {r["result_world"] for r in ranks} == {2} and ranks[0]["pid"] != ranks[1]["pid"]
