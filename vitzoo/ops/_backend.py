@@ -1,7 +1,8 @@
 """One switch between the naive reference ops and the fast ops (like timm's fused-attention toggle).
 
 ``set_backend("naive")`` or ``VITZOO_OPS=naive`` makes every fast op call its naive twin, which is
-how a suspected numerical problem is bisected without touching model code.
+how a suspected numerical problem is bisected without touching model code. ``"torch"`` keeps the fast
+PyTorch forms but never the Triton kernels, which ``"auto"`` (the default) uses for CUDA tensors.
 """
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ from __future__ import annotations
 import logging
 import os
 
-__all__ = ["get_backend", "set_backend", "use_naive", "log_fallback_once"]
+__all__ = ["get_backend", "set_backend", "use_naive", "use_triton", "log_fallback_once"]
 
-_BACKENDS = ("auto", "naive")
+_BACKENDS = ("auto", "torch", "naive")
 _logger = logging.getLogger("vitzoo.ops")
 _announced: set[str] = set()
 
@@ -27,12 +28,13 @@ _backend = _from_env()
 
 
 def get_backend() -> str:
-    """The active backend: ``"auto"`` (fast paths) or ``"naive"`` (references everywhere)."""
+    """The active backend: ``"auto"`` (fast paths, Triton kernels on GPU), ``"torch"`` (fast PyTorch forms only) or
+    ``"naive"`` (references everywhere)."""
     return _backend
 
 
 def set_backend(name: str) -> None:
-    """Choose ``"auto"`` or ``"naive"`` for every op in :mod:`vitzoo.ops`."""
+    """Choose ``"auto"``, ``"torch"`` or ``"naive"`` for every op in :mod:`vitzoo.ops`."""
     global _backend
     if name not in _BACKENDS:
         raise ValueError(f"backend must be one of {_BACKENDS}, got {name!r}")
@@ -41,6 +43,11 @@ def set_backend(name: str) -> None:
 
 def use_naive() -> bool:
     return _backend == "naive"
+
+
+def use_triton(tensor) -> bool:
+    """Whether an op on ``tensor`` may take its Triton kernel: backend ``"auto"`` and a CUDA tensor."""
+    return _backend == "auto" and tensor.is_cuda
 
 
 def log_fallback_once(op: str, reason: str) -> None:

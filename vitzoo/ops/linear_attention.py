@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from timm.layers import register_notrace_function
 
-from ._backend import use_naive
+from ._backend import use_naive, use_triton
+from .linear_attention_triton import MAX_HEAD_DIM, linear_attention_triton, triton_available
 
 __all__ = [
     "CHUNK_TOKENS",
@@ -86,13 +87,26 @@ def linear_attention(
     """Fast path: same contract as :func:`linear_attention_naive`, O(N·D·Dv) via the [D, Dv] KV state.
 
     With ``normalize=True`` the normaliser is folded into the state: [KV/N | mean kᵀ] is one [D, Dv + 1] matrix,
-    so one product of the queries with it gives the numerator and the denominator together. The state is accumulated in fp32 with autocast off and the result cast back to the
-    input dtype (the habit of timm's ``LiteMLA`` and diffusers' Sana processor), because a sum over tens of
-    thousands of tokens overflows fp16; sequences longer than :data:`CHUNK_TOKENS` are streamed in chunks.
+    so one product of the queries with it gives the numerator and the denominator together. The state is accumulated
+    in fp32 with autocast off and the result cast back to the input dtype (the habit of timm's ``LiteMLA`` and
+    diffusers' Sana processor), because a sum over tens of thousands of tokens overflows fp16; sequences longer than
+    :data:`CHUNK_TOKENS` are streamed in chunks. On CUDA the same computation runs in Triton kernels
+    (:mod:`vitzoo.ops.linear_attention_triton`).
     """
     if use_naive():
         return linear_attention_naive(query, key, value, normalize=normalize, eps=eps)
     _check(query, key, value)
+    return _linear_attention_fast(query, key, value, normalize, eps)
+
+
+@register_notrace_function
+@torch.fx.wrap
+def _linear_attention_fast(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, normalize: bool,
+                           eps: float) -> torch.Tensor:
+    """The Triton kernels for CUDA tensors of head width up to :data:`MAX_HEAD_DIM` (backend ``"auto"``), else the
+    PyTorch form. An FX leaf: it branches on the device."""
+    if use_triton(query) and max(query.shape[-1], value.shape[-1]) <= MAX_HEAD_DIM and triton_available():
+        return linear_attention_triton(query, key, value, normalize=normalize, eps=eps)
     kv, key_mean, _ = _kv_state(key, value, False)
     if not normalize:
         return _apply_state(query, kv, value.dtype)
